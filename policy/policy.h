@@ -1,0 +1,37 @@
+// A compiled, immutable policy: rules in order, a default, HIPAA extraction settings.
+//
+// Semantics (the contract): rules are evaluated in order (files in lexical order); the first enforced
+// rule whose `when` holds decides; `default` decides when none does. Every key present in `when` must
+// hold (AND); a list means any-of (OR). An anonymous identity matches no identity key. A Bundle is allowed
+// only if the Bundle request itself and every entry are allowed. A request with a bundle_error is denied.
+// Shadow rules before the deciding rule are evaluated and reported, never enforced.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "policy/decision.h"
+#include "policy/fhir_request.h"
+#include "policy/hipaa.h"
+#include "policy/identity.h"
+
+namespace fmp::policy {
+
+class Policy {
+ public:
+  virtual ~Policy() = default;
+
+  /// Pure function of its inputs; thread-safe; never throws on valid inputs.
+  virtual Decision evaluate(const Identity& identity, const FhirRequest& request) const = 0;
+
+  /// Every rule, shadow ones included, in evaluation order.
+  virtual const std::vector<std::string>& rule_names() const = 0;
+  virtual Effect default_effect() const = 0;
+  /// The HIPAA settings the identity extraction must use with this policy.
+  virtual const HipaaConfig& hipaa() const = 0;
+};
+
+using PolicyPtr = std::shared_ptr<const Policy>;
+
+}  // namespace fmp::policy
