@@ -1,0 +1,243 @@
+#include "policy/engine.h"
+
+#include <algorithm>
+#include <array>
+#include <limits>
+#include <utility>
+
+namespace fmp::policy {
+namespace {
+
+constexpr std::uint32_t bit(IndexField f) {
+  return 1U << static_cast<unsigned>(f);
+}
+
+/// Entry descriptions in a Bundle denial quote client-controlled text: keep them short.
+constexpr std::size_t kMaxQuotedPath = 200;
+
+std::string describe_entry(std::size_t number, const FhirRequest& entry) {
+  std::string path = entry.path;
+  if (path.size() > kMaxQuotedPath) {
+    path.resize(kMaxQuotedPath);
+    path += "...";
+  }
+  return "entry " + std::to_string(number) + " (" + entry.method + " " + path + ")";
+}
+
+}  // namespace
+
+/// A lazy k-way merge of ascending rule-index lists, without duplicates. Small k lives on the
+/// stack.
+class Engine::Candidates {
+ public:
+  void add(const std::vector<std::uint32_t>& list) {
+    if (list.empty()) return;
+    const Cursor c{list.data(), list.data() + list.size()};
+    if (big_.empty() && count_ < small_.size()) {
+      small_[count_++] = c;
+      return;
+    }
+    if (big_.empty()) big_.assign(small_.begin(), small_.begin() + count_);
+    big_.resize(count_);
+    big_.push_back(c);
+    ++count_;
+  }
+
+  /// The next rule index in ascending order; false when every list is exhausted.
+  bool next(std::uint32_t& out) {
+    Cursor* cs = big_.empty() ? small_.data() : big_.data();
+    if (count_ == 0) return false;
+    std::uint32_t best = std::numeric_limits<std::uint32_t>::max();
+    for (std::size_t i = 0; i < count_; ++i) best = std::min(best, *cs[i].it);
+    for (std::size_t i = 0; i < count_;) {
+      if (*cs[i].it == best && ++cs[i].it == cs[i].end) {
+        cs[i] = cs[--count_];
+        continue;
+      }
+      ++i;
+    }
+    out = best;
+    return true;
+  }
+
+ private:
+  struct Cursor {
+    const std::uint32_t* it;
+    const std::uint32_t* end;
+  };
+  std::array<Cursor, 16> small_{};
+  std::vector<Cursor> big_;
+  std::size_t count_ = 0;
+};
+
+std::size_t Engine::KeyHash::operator()(const KeyView& k) const {
+  std::size_t h = std::hash<std::string_view>{}(k.value);
+  h ^= std::hash<std::string_view>{}(k.attr) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+  h ^= static_cast<std::size_t>(k.field) * 0x100000001b3ULL;
+  return h;
+}
+
+Engine::Engine(std::vector<Rule> rules, Effect default_effect, HipaaConfig hipaa)
+    : rules_(std::move(rules)), default_(default_effect), hipaa_(std::move(hipaa)) {
+  names_.reserve(rules_.size());
+  for (const auto& r : rules_) names_.push_back(r.name);
+  build_index();
+}
+
+void Engine::build_index() {
+  // Pass 1: every key each rule could be filed under, and how many rules share each value or
+  // prefix.
+  std::vector<std::vector<IndexKeys>> keys(rules_.size());
+  std::unordered_map<Key, std::size_t, KeyHash, KeyEq> exact_popularity;
+  std::unordered_map<Key, std::size_t, KeyHash, KeyEq> prefix_popularity;
+  for (std::size_t i = 0; i < rules_.size(); ++i) {
+    rules_[i].when.index_keys(keys[i]);
+    for (const auto& k : keys[i]) {
+      for (const auto& v : k.values) ++exact_popularity[Key{k.field, k.attr, v}];
+      for (const auto& v : k.prefixes) ++prefix_popularity[Key{k.field, k.attr, v}];
+    }
+  }
+  // Pass 2: file each rule under its cheapest key (fewest rules sharing its values); ties go to the
+  // earlier IndexField, ordered from the usually most selective.
+  for (std::size_t i = 0; i < rules_.size(); ++i) {
+    const IndexKeys* best = nullptr;
+    std::size_t best_cost = 0;
+    for (const auto& k : keys[i]) {
+      std::size_t cost = 0;
+      for (const auto& v : k.values)
+        cost += exact_popularity.find(KeyView{k.field, k.attr, v})->second;
+      for (const auto& v : k.prefixes)
+        cost += prefix_popularity.find(KeyView{k.field, k.attr, v})->second;
+      if (best == nullptr || cost < best_cost || (cost == best_cost && k.field < best->field)) {
+        best = &k;
+        best_cost = cost;
+      }
+    }
+    const auto index = static_cast<std::uint32_t>(i);
+    if (best == nullptr) {
+      always_.push_back(index);
+      continue;
+    }
+    used_fields_ |= bit(best->field);
+    for (const auto& v : best->values) exact_[Key{best->field, best->attr, v}].push_back(index);
+    auto& lengths = prefix_lengths_[static_cast<std::size_t>(best->field)];
+    for (const auto& v : best->prefixes) {
+      prefix_[Key{best->field, best->attr, v}].push_back(index);
+      if (std::find(lengths.begin(), lengths.end(), v.size()) == lengths.end())
+        lengths.push_back(v.size());
+    }
+  }
+  for (auto& lengths : prefix_lengths_) std::sort(lengths.begin(), lengths.end());
+}
+
+void Engine::collect(const Identity& identity, const FhirRequest& request, Candidates& out) const {
+  out.add(always_);
+  auto lookup = [&](IndexField f, std::string_view attr, std::string_view value) {
+    if ((used_fields_ & bit(f)) == 0) return;
+    const auto it = exact_.find(KeyView{f, attr, value});
+    if (it != exact_.end()) out.add(it->second);
+    for (std::size_t len : prefix_lengths_[static_cast<std::size_t>(f)]) {
+      if (len > value.size()) break;
+      const auto p = prefix_.find(KeyView{f, attr, value.substr(0, len)});
+      if (p != prefix_.end()) out.add(p->second);
+    }
+  };
+  auto lookup_all = [&](IndexField f, const std::vector<std::string>& values) {
+    if ((used_fields_ & bit(f)) == 0) return;
+    for (const auto& v : values) lookup(f, {}, v);
+  };
+  if (identity.present) {
+    lookup(IndexField::kFingerprint, {}, identity.fingerprint_sha256);
+    lookup(IndexField::kTrust, {}, identity.trust);
+    lookup_all(IndexField::kSanUri, identity.san_uri);
+    lookup_all(IndexField::kSanDns, identity.san_dns);
+    lookup_all(IndexField::kSanEmail, identity.san_email);
+    lookup_all(IndexField::kCertPolicy, identity.cert_policies);
+    lookup_all(IndexField::kHipaa, identity.hipaa);
+    if ((used_fields_ & bit(IndexField::kSubject)) != 0)
+      for (const auto& a : identity.subject.attributes)
+        lookup(IndexField::kSubject, a.type, a.value);
+    if ((used_fields_ & bit(IndexField::kIssuer)) != 0)
+      for (const auto& a : identity.issuer.attributes) lookup(IndexField::kIssuer, a.type, a.value);
+  }
+  lookup(IndexField::kMethod, {}, request.method);
+  lookup(IndexField::kPath, {}, request.path);
+  lookup(IndexField::kResource, {}, request.resource);
+  lookup(IndexField::kOperation, {}, request.operation);
+}
+
+bool Engine::apply(std::uint32_t i, const Identity& identity, const FhirRequest& request,
+                   Decision& d) const {
+  const Rule& r = rules_[i];
+  if (!r.when.matches(identity, request)) return false;
+  if (r.mode == Mode::kShadow) {
+    d.shadow.push_back(ShadowResult{r.name, r.effect});
+    return false;
+  }
+  d.effect = r.effect;
+  d.rule = r.name;
+  d.mode = Mode::kEnforce;
+  d.reason = "rule \"" + r.name + "\" matched";
+  return true;
+}
+
+Decision Engine::decide(const Identity& identity, const FhirRequest& request, bool indexed) const {
+  Decision d;
+  if (indexed) {
+    Candidates candidates;
+    collect(identity, request, candidates);
+    std::uint32_t i = 0;
+    while (candidates.next(i))
+      if (apply(i, identity, request, d)) return d;
+  } else {
+    for (std::uint32_t i = 0; i < rules_.size(); ++i)
+      if (apply(i, identity, request, d)) return d;
+  }
+  d.effect = default_;
+  d.rule = "default";
+  d.mode = Mode::kEnforce;
+  d.reason = "no rule matched";
+  return d;
+}
+
+Decision Engine::evaluate_impl(const Identity& identity, const FhirRequest& request,
+                               bool indexed) const {
+  if (!request.bundle_error.empty()) {
+    Decision d;
+    d.effect = Effect::kDeny;
+    d.rule = "default";
+    d.reason = "Bundle cannot be checked: " + request.bundle_error;
+    return d;
+  }
+  Decision d = decide(identity, request, indexed);
+  const bool bundle = request.interaction == Interaction::kBatch ||
+                      request.interaction == Interaction::kTransaction;
+  if (!bundle || !d.allowed()) return d;
+  for (std::size_t n = 0; n < request.entries.size(); ++n) {
+    const FhirRequest& entry = request.entries[n];
+    Decision e = evaluate_impl(identity, entry, indexed);
+    if (e.allowed()) continue;
+    d.effect = Effect::kDeny;
+    d.mode = Mode::kEnforce;
+    d.rule = std::move(e.rule);
+    std::string what = describe_entry(n + 1, entry) + ": ";
+    if (e.reason == "no rule matched")
+      d.reason = what + "denied by default (no rule matched)";
+    else if (e.reason == "rule \"" + d.rule + "\" matched")
+      d.reason = what + "denied by rule \"" + d.rule + "\"";
+    else
+      d.reason = what + e.reason;  // the entry's own Bundle problem, nested
+    return d;
+  }
+  return d;
+}
+
+Decision Engine::evaluate(const Identity& identity, const FhirRequest& request) const {
+  return evaluate_impl(identity, request, true);
+}
+
+Decision Engine::evaluate_linear(const Identity& identity, const FhirRequest& request) const {
+  return evaluate_impl(identity, request, false);
+}
+
+}  // namespace fmp::policy

@@ -1,0 +1,346 @@
+#include "proxy/http/message_parser.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+namespace fmp::proxy::http {
+namespace {
+
+constexpr std::string_view kCrlfCrlf = "\r\n\r\n";
+
+bool is_tchar(unsigned char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != 0;
+}
+
+bool is_ctl(unsigned char c) { return c < 0x20 || c == 0x7f; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+MessageParser* self(http_parser* p) { return static_cast<MessageParser*>(p->data); }
+
+}  // namespace
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    unsigned char x = static_cast<unsigned char>(a[i]);
+    unsigned char y = static_cast<unsigned char>(b[i]);
+    if (x >= 'A' && x <= 'Z') x = static_cast<unsigned char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<unsigned char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view MessageHead::header(std::string_view name) const {
+  for (const auto& h : headers)
+    if (iequals(h.name, name)) return h.value;
+  return {};
+}
+
+MessageParser::MessageParser(Kind kind, std::size_t max_header_bytes, std::size_t max_body_bytes)
+    : kind_(kind), max_header_bytes_(max_header_bytes), max_body_bytes_(max_body_bytes) {
+  http_parser_settings_init(&settings_);
+  settings_.on_message_begin = &MessageParser::on_message_begin;
+  settings_.on_url = &MessageParser::on_url;
+  settings_.on_status = &MessageParser::on_status;
+  settings_.on_header_field = &MessageParser::on_header_field;
+  settings_.on_header_value = &MessageParser::on_header_value;
+  settings_.on_headers_complete = &MessageParser::on_headers_complete;
+  settings_.on_body = &MessageParser::on_body;
+  settings_.on_message_complete = &MessageParser::on_message_complete;
+  reset();
+}
+
+void MessageParser::reset(bool head_request) {
+  http_parser_init(&parser_, kind_ == Kind::kRequest ? HTTP_REQUEST : HTTP_RESPONSE);
+  parser_.data = this;
+  head_ = MessageHead{};
+  in_value_ = false;
+  headers_done_ = false;
+  complete_ = false;
+  head_request_ = head_request;
+  sink_ = nullptr;
+  body_bytes_ = 0;
+  error_ = ParseError::kNone;
+  error_message_.clear();
+}
+
+MessageParser::Status MessageParser::fail(ParseError e, std::string message) {
+  error_ = e;
+  error_message_ = std::move(message);
+  return Status::kError;
+}
+
+bool MessageParser::check_head_bytes(const unsigned char* p, std::size_t len) {
+  std::size_t line_start = 0;
+  bool first_line = true;
+  for (std::size_t i = 0; i < len; ++i) {
+    const unsigned char c = p[i];
+    if (c == '\n' && (i == 0 || p[i - 1] != '\r')) {
+      fail(ParseError::kMalformed, "bare LF in message head");
+      return false;
+    }
+    if (c == '\r' && (i + 1 >= len || p[i + 1] != '\n')) {
+      fail(ParseError::kMalformed, "bare CR in message head");
+      return false;
+    }
+    if (c != '\r') continue;
+    // A complete line is [line_start, i).
+    const std::size_t line_len = i - line_start;
+    const unsigned char* line = p + line_start;
+    if (first_line) {
+      for (std::size_t k = 0; k < line_len; ++k)
+        if (is_ctl(line[k])) {
+          fail(ParseError::kMalformed, "control character in start line");
+          return false;
+        }
+      first_line = false;
+    } else if (line_len > 0) {
+      if (line[0] == ' ' || line[0] == '\t') {
+        fail(ParseError::kMalformed, "obsolete line folding in header");
+        return false;
+      }
+      std::size_t colon = 0;
+      while (colon < line_len && line[colon] != ':') ++colon;
+      if (colon == line_len || colon == 0) {
+        fail(ParseError::kMalformed, "header line without a field name and colon");
+        return false;
+      }
+      for (std::size_t k = 0; k < colon; ++k)
+        if (!is_tchar(line[k])) {
+          fail(ParseError::kMalformed, line[k] == ' ' || line[k] == '\t'
+                                           ? "whitespace before colon in header"
+                                           : "invalid character in header name");
+          return false;
+        }
+      for (std::size_t k = colon + 1; k < line_len; ++k)
+        if (is_ctl(line[k]) && line[k] != '\t') {
+          fail(ParseError::kMalformed, "control character in header value");
+          return false;
+        }
+    }
+    line_start = i + 2;
+    ++i;  // skip the LF of this CRLF
+  }
+  return true;
+}
+
+MessageParser::Status MessageParser::read_head(evbuffer* in) {
+  // RFC 9112 2.2: empty lines before the request line are ignored.
+  if (kind_ == Kind::kRequest) {
+    for (int i = 0; i < 4 && evbuffer_get_length(in) >= 2; ++i) {
+      std::array<char, 2> two{};
+      evbuffer_copyout(in, two.data(), 2);
+      if (two[0] != '\r' || two[1] != '\n') break;
+      evbuffer_drain(in, 2);
+    }
+  }
+  const std::size_t available = evbuffer_get_length(in);
+  if (available == 0) return Status::kNeedMore;
+  const evbuffer_ptr found = evbuffer_search(in, kCrlfCrlf.data(), kCrlfCrlf.size(), nullptr);
+  if (found.pos < 0) {
+    if (available > max_header_bytes_)
+      return fail(ParseError::kHeadersTooLarge, "request head exceeds max_header_bytes");
+    // Refuse early what can never become a valid head (so a bare-LF client gets 400, not a timeout).
+    const std::size_t n = std::min(available, max_header_bytes_);
+    const auto* bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(n));
+    for (std::size_t i = 0; i < n; ++i) {
+      if (bytes[i] == '\n' && (i == 0 || bytes[i - 1] != '\r'))
+        return fail(ParseError::kMalformed, "bare LF in message head");
+      if (bytes[i] == 0) return fail(ParseError::kMalformed, "NUL in message head");
+    }
+    return Status::kNeedMore;
+  }
+  const std::size_t head_len = static_cast<std::size_t>(found.pos) + kCrlfCrlf.size();
+  if (head_len > max_header_bytes_)
+    return fail(ParseError::kHeadersTooLarge, "message head exceeds max_header_bytes");
+  const auto* bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(head_len));
+  if (!check_head_bytes(bytes, head_len)) return Status::kError;
+
+  head_.head_bytes = head_len;
+  const std::size_t n = http_parser_execute(&parser_, &settings_,
+                                            reinterpret_cast<const char*>(bytes), head_len);
+  const auto err = HTTP_PARSER_ERRNO(&parser_);
+  if (err != HPE_OK && err != HPE_PAUSED) {
+    if (error_ != ParseError::kNone) return Status::kError;  // set by a callback
+    return fail(ParseError::kMalformed, http_errno_description(err));
+  }
+  if (!headers_done_ || (n != head_len && !parser_.upgrade))
+    return fail(ParseError::kMalformed, "incomplete message head");
+  if (!check_framing()) return Status::kError;
+  evbuffer_drain(in, head_len);
+  return Status::kDone;
+}
+
+bool MessageParser::check_framing() {
+  const bool request = kind_ == Kind::kRequest;
+  head_.http_major = parser_.http_major;
+  head_.http_minor = parser_.http_minor;
+  if (head_.http_major != 1) {
+    fail(ParseError::kMalformed, "unsupported HTTP version");
+    return false;
+  }
+  int content_lengths = 0;
+  int hosts = 0;
+  std::string transfer_encoding;
+  bool has_te = false;
+  for (const auto& h : head_.headers) {
+    if (iequals(h.name, "content-length")) {
+      ++content_lengths;
+    } else if (iequals(h.name, "transfer-encoding")) {
+      if (has_te) transfer_encoding += ", ";
+      transfer_encoding += h.value;
+      has_te = true;
+    } else if (iequals(h.name, "host")) {
+      ++hosts;
+    } else if (request && iequals(h.name, "expect")) {
+      if (!iequals(h.value, "100-continue")) {
+        fail(ParseError::kMalformed, "unsupported expectation");
+        return false;
+      }
+      head_.expect_continue = true;
+    }
+  }
+  if (content_lengths > 1) {
+    fail(ParseError::kMalformed, "several Content-Length headers");
+    return false;
+  }
+  if (has_te && content_lengths > 0) {
+    fail(ParseError::kMalformed, "Content-Length together with Transfer-Encoding");
+    return false;
+  }
+  if (has_te && !iequals(transfer_encoding, "chunked")) {
+    fail(ParseError::kMalformed, "Transfer-Encoding other than \"chunked\"");
+    return false;
+  }
+  if (request) {
+    if (has_te && head_.http_minor == 0) {
+      fail(ParseError::kMalformed, "Transfer-Encoding in an HTTP/1.0 request");
+      return false;
+    }
+    if (hosts > 1 || (hosts == 0 && head_.http_minor >= 1)) {
+      fail(ParseError::kMalformed, hosts ? "several Host headers" : "missing Host header");
+      return false;
+    }
+    if (parser_.method == HTTP_CONNECT || parser_.upgrade) {
+      fail(ParseError::kMalformed, parser_.method == HTTP_CONNECT
+                                       ? "CONNECT is not supported"
+                                       : "protocol upgrade is not supported");
+      return false;
+    }
+  }
+  head_.chunked = has_te;
+  if (content_lengths == 1) head_.content_length = parser_.content_length;
+  head_.keep_alive = http_should_keep_alive(&parser_) != 0;
+  if (request && head_.content_length && *head_.content_length > max_body_bytes_) {
+    fail(ParseError::kBodyTooLarge, "request body exceeds max_body_bytes");
+    return false;
+  }
+  return true;
+}
+
+MessageParser::Status MessageParser::read_body(evbuffer* in, BodySink* sink, evbuffer* out) {
+  if (complete_) return Status::kDone;
+  sink_ = sink;
+  while (evbuffer_get_length(in) > 0) {
+    evbuffer_iovec vec{};
+    if (evbuffer_peek(in, -1, nullptr, &vec, 1) < 1 || vec.iov_len == 0) break;
+    const std::size_t n = http_parser_execute(&parser_, &settings_,
+                                              static_cast<const char*>(vec.iov_base), vec.iov_len);
+    const auto err = HTTP_PARSER_ERRNO(&parser_);
+    if (err != HPE_OK && err != HPE_PAUSED) {
+      sink_ = nullptr;
+      if (error_ != ParseError::kNone) return Status::kError;
+      return fail(ParseError::kMalformed, http_errno_description(err));
+    }
+    if (out != nullptr)
+      evbuffer_remove_buffer(in, out, n);
+    else
+      evbuffer_drain(in, n);
+    if (complete_) break;
+    if (n < vec.iov_len) break;  // defensive: the parser stopped without completing
+  }
+  sink_ = nullptr;
+  return complete_ ? Status::kDone : Status::kNeedMore;
+}
+
+MessageParser::Status MessageParser::finish_eof() {
+  if (complete_) return Status::kDone;
+  http_parser_execute(&parser_, &settings_, nullptr, 0);
+  if (complete_) return Status::kDone;
+  return fail(ParseError::kPrematureEof, "connection closed before the message ended");
+}
+
+int MessageParser::on_message_begin(http_parser*) { return 0; }
+
+int MessageParser::on_url(http_parser* p, const char* at, std::size_t len) {
+  self(p)->head_.target.append(at, len);
+  return 0;
+}
+
+int MessageParser::on_status(http_parser* p, const char* at, std::size_t len) {
+  self(p)->head_.reason.append(at, len);
+  return 0;
+}
+
+int MessageParser::on_header_field(http_parser* p, const char* at, std::size_t len) {
+  MessageParser* s = self(p);
+  if (s->headers_done_) return 0;  // trailers are dropped
+  if (s->in_value_ || s->head_.headers.empty()) {
+    s->head_.headers.emplace_back();
+    s->in_value_ = false;
+  }
+  s->head_.headers.back().name.append(at, len);
+  return 0;
+}
+
+int MessageParser::on_header_value(http_parser* p, const char* at, std::size_t len) {
+  MessageParser* s = self(p);
+  if (s->headers_done_) return 0;
+  s->in_value_ = true;
+  if (!s->head_.headers.empty()) s->head_.headers.back().value.append(at, len);
+  return 0;
+}
+
+int MessageParser::on_headers_complete(http_parser* p) {
+  MessageParser* s = self(p);
+  s->headers_done_ = true;
+  for (auto& h : s->head_.headers) {
+    const std::string_view t = trim(h.value);
+    if (t.size() != h.value.size()) h.value = std::string(t);
+  }
+  if (s->kind_ == Kind::kRequest) {
+    s->head_.method = http_method_str(static_cast<http_method>(p->method));
+  } else {
+    s->head_.status = static_cast<int>(p->status_code);
+    if (s->head_request_) return 1;  // a response to HEAD has no body
+  }
+  return 0;
+}
+
+int MessageParser::on_body(http_parser* p, const char* at, std::size_t len) {
+  MessageParser* s = self(p);
+  s->body_bytes_ += len;
+  if (s->kind_ == Kind::kRequest && s->body_bytes_ > s->max_body_bytes_) {
+    s->fail(ParseError::kBodyTooLarge, "request body exceeds max_body_bytes");
+    return -1;
+  }
+  if (s->sink_ != nullptr) s->sink_->on_body_data(at, len);
+  return 0;
+}
+
+int MessageParser::on_message_complete(http_parser* p) {
+  MessageParser* s = self(p);
+  s->complete_ = true;
+  http_parser_pause(p, 1);  // stop at the message boundary: pipelined bytes stay unread
+  return 0;
+}
+
+}  // namespace fmp::proxy::http

@@ -1,0 +1,131 @@
+// HTTP/1.1 message framing on top of Node's http_parser (Debian's libhttp-parser-dev).
+//
+// Why http_parser and not evhttp: a proxy needs the head and the body separately and incrementally
+// (decide on the head, stream the body with backpressure, move response bytes without copying), and
+// evhttp buffers whole bodies and accepts several things this proxy must refuse (obs-fold, bare LF).
+// http_parser is a proven, widely fuzzed incremental parser with no allocation of its own.
+//
+// What this file adds on top, deliberately stricter than RFC 9112 (the contract's "HTTP strictness"):
+// the head is located by its CRLFCRLF boundary and checked lexically before it is parsed (bare LF, bare
+// CR, NUL and other control characters, obs-fold, whitespace before a colon, non-token header names),
+// and after parsing, framing is checked (Content-Length with Transfer-Encoding, several
+// Content-Length headers, a Transfer-Encoding other than exactly "chunked", CONNECT, upgrades).
+#pragma once
+
+#include <event2/buffer.h>
+#include <http_parser.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fmp::proxy::http {
+
+struct Header {
+  std::string name;   ///< as received (case preserved)
+  std::string value;  ///< as received, leading/trailing whitespace trimmed
+};
+
+/// Case-insensitive ASCII comparison for header names.
+bool iequals(std::string_view a, std::string_view b);
+
+/// A parsed message head (request or response).
+struct MessageHead {
+  std::string method;  ///< requests
+  std::string target;  ///< requests: the request target as received
+  int status = 0;      ///< responses
+  std::string reason;  ///< responses
+  int http_major = 1;
+  int http_minor = 1;
+  std::vector<Header> headers;
+  bool keep_alive = true;  ///< http_should_keep_alive()
+  bool chunked = false;
+  std::optional<std::uint64_t> content_length;
+  bool expect_continue = false;  ///< requests: "Expect: 100-continue"
+  std::size_t head_bytes = 0;    ///< size of the head on the wire
+
+  /// True when a request carries a body (chunked or Content-Length > 0).
+  bool has_request_body() const { return chunked || (content_length && *content_length > 0); }
+  /// First value of a header, or empty.
+  std::string_view header(std::string_view name) const;
+};
+
+/// Why a message was refused; maps onto the rejection table.
+enum class ParseError { kNone, kMalformed, kHeadersTooLarge, kBodyTooLarge, kPrematureEof };
+
+/// One direction of one connection. Not thread-safe; reused across keep-alive messages via reset().
+class MessageParser {
+ public:
+  enum class Kind { kRequest, kResponse };
+  enum class Status { kNeedMore, kDone, kError };
+
+  MessageParser(Kind kind, std::size_t max_header_bytes, std::size_t max_body_bytes);
+  MessageParser(const MessageParser&) = delete;
+  MessageParser& operator=(const MessageParser&) = delete;
+
+  /// Prepares for the next message. `head_request`: the response answers a HEAD (no body follows).
+  void reset(bool head_request = false);
+
+  /// Reads a complete head from the front of `in` and drains it. kDone: head() is valid and the
+  /// parser is positioned at the body; kNeedMore: not all of the head has arrived (nothing drained);
+  /// kError: error()/error_message() say why.
+  Status read_head(evbuffer* in);
+
+  /// Sink for body bytes: `raw` are the bytes exactly as they were on the wire (framing included),
+  /// `data` the decoded body bytes of this piece (for requests; empty for responses).
+  class BodySink {
+   public:
+    virtual ~BodySink() = default;
+    virtual void on_body_data(const char* data, std::size_t len) = 0;
+  };
+
+  /// Consumes body bytes from the front of `in`. For a request, every decoded body byte is given to
+  /// `sink` and the consumed input is drained. For a response, the consumed raw bytes (framing
+  /// included) are moved to `out` without copying (evbuffer_remove_buffer). kDone at the end of the
+  /// message (pipelined bytes after it stay in `in`), kNeedMore otherwise.
+  Status read_body(evbuffer* in, BodySink* sink, evbuffer* out);
+
+  /// Signals EOF on the connection: completes an EOF-delimited response body (kDone) or fails.
+  Status finish_eof();
+
+  /// True when no body follows the head (already complete after read_head).
+  bool message_complete() const { return complete_; }
+  const MessageHead& head() const { return head_; }
+  ParseError error() const { return error_; }
+  const std::string& error_message() const { return error_message_; }
+  std::uint64_t body_bytes() const { return body_bytes_; }
+
+ private:
+  static int on_message_begin(http_parser* p);
+  static int on_url(http_parser* p, const char* at, std::size_t len);
+  static int on_status(http_parser* p, const char* at, std::size_t len);
+  static int on_header_field(http_parser* p, const char* at, std::size_t len);
+  static int on_header_value(http_parser* p, const char* at, std::size_t len);
+  static int on_headers_complete(http_parser* p);
+  static int on_body(http_parser* p, const char* at, std::size_t len);
+  static int on_message_complete(http_parser* p);
+
+  Status fail(ParseError e, std::string message);
+  bool check_head_bytes(const unsigned char* p, std::size_t len);
+  bool check_framing();
+
+  Kind kind_;
+  std::size_t max_header_bytes_;
+  std::size_t max_body_bytes_;
+  http_parser parser_{};
+  http_parser_settings settings_{};
+  MessageHead head_;
+  bool in_value_ = false;
+  bool headers_done_ = false;
+  bool complete_ = false;
+  bool head_request_ = false;
+  BodySink* sink_ = nullptr;
+  std::uint64_t body_bytes_ = 0;
+  ParseError error_ = ParseError::kNone;
+  std::string error_message_;
+};
+
+}  // namespace fmp::proxy::http

@@ -1,0 +1,732 @@
+#include "proxy/server/connection.h"
+
+#include <arpa/inet.h>
+#include <event2/bufferevent_ssl.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+
+#include <cstdio>
+
+#include "policy/fhir_classify.h"
+#include "policy/x509_identity.h"
+#include "proxy/http/forward_head.h"
+#include "proxy/http/identity_headers.h"
+#include "proxy/server/worker.h"
+
+namespace fmp::proxy::server {
+namespace {
+
+using observability::DecisionLabel;
+using observability::UpstreamError;
+
+/// Above this much unsent data towards one side, the proxy stops reading from the other side.
+constexpr std::size_t kHighWatermark = 256 * 1024;
+/// Reading resumes once the backlog has drained below this.
+constexpr std::size_t kLowWatermark = 64 * 1024;
+
+timeval to_timeval(int ms) { return timeval{ms / 1000, (ms % 1000) * 1000}; }
+
+std::string ip_of(const sockaddr* sa, std::uint16_t& port) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  port = 0;
+  if (sa->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    evutil_inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
+    port = ntohs(in->sin_port);
+  } else if (sa->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    evutil_inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
+    port = ntohs(in6->sin6_port);
+  }
+  return buf;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+std::string_view effect_label(policy::Effect e, bool shadow) {
+  if (shadow) return e == policy::Effect::kAllow ? "shadow_allow" : "shadow_deny";
+  return e == policy::Effect::kAllow ? "allow" : "deny";
+}
+
+DecisionLabel decision_label(policy::Effect e, bool shadow) {
+  if (shadow) return e == policy::Effect::kAllow ? DecisionLabel::kShadowAllow : DecisionLabel::kShadowDeny;
+  return e == policy::Effect::kAllow ? DecisionLabel::kAllow : DecisionLabel::kDeny;
+}
+
+}  // namespace
+
+/// Keeps a Connection alive across one libevent callback: the worker deletes it only once the
+/// outermost callback of a closed connection returns.
+class CallbackScope {
+ public:
+  explicit CallbackScope(Connection* c) : c_(c) { ++c_->depth_; }
+  ~CallbackScope() {
+    if (--c_->depth_ == 0 && c_->dead_) c_->worker_.destroy(c_);
+  }
+  CallbackScope(const CallbackScope&) = delete;
+  CallbackScope& operator=(const CallbackScope&) = delete;
+
+ private:
+  Connection* c_;
+};
+
+Connection::Connection(Worker& worker, evutil_socket_t fd, const sockaddr* addr, StatePtr state)
+    : worker_(worker),
+      conn_state_(std::move(state)),
+      req_parser_(http::MessageParser::Kind::kRequest, conn_state_->config.limits.max_header_bytes,
+                  conn_state_->config.limits.max_body_bytes),
+      resp_parser_(http::MessageParser::Kind::kResponse,
+                   // An upstream response head may be larger than what clients may send.
+                   std::max<std::size_t>(conn_state_->config.limits.max_header_bytes, 65536),
+                   SIZE_MAX) {
+  std::uint16_t port = 0;
+  client_ip_ = ip_of(addr, port);
+  client_address_ = (addr->sa_family == AF_INET6 ? "[" + client_ip_ + "]" : client_ip_) + ":" +
+                    std::to_string(port);
+  id_ = worker_.next_connection_id();
+  ssl::SslPtr ssl = conn_state_->tls->new_ssl();
+  if (ssl) {
+    // BEV_OPT_CLOSE_ON_FREE: the bufferevent owns the socket and the SSL* from here on (even when
+    // creation fails), so the SslPtr is released at the call.
+    down_.reset(bufferevent_openssl_socket_new(worker_.base(), fd, ssl.release(),
+                                               BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE));
+  } else {
+    evutil_closesocket(fd);
+  }
+  worker_.services().metrics.connection_opened();
+  counted_open_ = true;
+}
+
+Connection::~Connection() {
+  if (counted_open_) worker_.services().metrics.connection_closed();
+}
+
+bool Connection::start() {
+  if (!down_) {
+    dead_ = true;
+    return false;
+  }
+  bufferevent_openssl_set_allow_dirty_shutdown(down_.get(), 1);
+  bufferevent_setcb(down_.get(), &Connection::down_read_cb, &Connection::down_write_cb,
+                    &Connection::down_event_cb, this);
+  bufferevent_setwatermark(down_.get(), EV_WRITE, kLowWatermark, 0);
+  const timeval idle = to_timeval(conn_state_->config.limits.idle_timeout_ms);
+  bufferevent_set_timeouts(down_.get(), &idle, &idle);
+  bufferevent_enable(down_.get(), EV_READ | EV_WRITE);
+  header_timer_.reset(evtimer_new(worker_.base(), &Connection::header_timeout_cb, this));
+  arm_header_timer();
+  return true;
+}
+
+// ---- libevent entry points -------------------------------------------------------------------
+
+void Connection::down_read_cb(bufferevent*, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  CallbackScope scope(c);
+  if (!c->dead_) c->on_down_read();
+}
+void Connection::down_write_cb(bufferevent*, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  CallbackScope scope(c);
+  if (!c->dead_) c->on_down_write();
+}
+void Connection::down_event_cb(bufferevent*, short events, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  CallbackScope scope(c);
+  if (!c->dead_) c->on_down_event(events);
+}
+void Connection::up_read_cb(bufferevent*, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  CallbackScope scope(c);
+  if (!c->dead_) c->on_up_read();
+}
+void Connection::up_write_cb(bufferevent*, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  CallbackScope scope(c);
+  if (!c->dead_) c->on_up_write();
+}
+void Connection::up_event_cb(bufferevent*, short events, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  CallbackScope scope(c);
+  if (!c->dead_) c->on_up_event(events);
+}
+void Connection::header_timeout_cb(evutil_socket_t, short, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  CallbackScope scope(c);
+  if (!c->dead_) c->on_header_timeout();
+}
+
+// ---- TLS ---------------------------------------------------------------------------------------
+
+void Connection::on_down_event(short events) {
+  if (events & BEV_EVENT_CONNECTED) {
+    handshake_done();
+    return;
+  }
+  if (down_phase_ == Down::kHandshake) {
+    handshake_failed();
+    return;
+  }
+  if (events & BEV_EVENT_TIMEOUT) {
+    worker_.services().log.info("client connection idle timeout",
+                                {{"connection", std::to_string(id_)}, {"client", client_address_}});
+  }
+  // EOF or error from the client: nothing more can be delivered to it.
+  if (up_phase_ != Up::kNone && response_started_) {
+    worker_.services().log.info("client went away during the response",
+                                {{"connection", std::to_string(id_)}});
+  }
+  close_now();
+}
+
+void Connection::handshake_failed() {
+  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  const tls::VerifyReason reason =
+      ssl ? conn_state_->tls->failure_reason(ssl) : tls::VerifyReason::kProtocol;
+  worker_.services().metrics.count_handshake(false, reason);
+  worker_.services().log.info("TLS handshake failed",
+                              {{"client", client_address_},
+                               {"reason", std::string(tls::to_string(reason))}});
+  down_phase_ = Down::kClosing;
+  close_now();
+}
+
+void Connection::handshake_done() {
+  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  const tls::PeerVerification pv = conn_state_->tls->peer_verification(ssl);
+  auto& metrics = worker_.services().metrics;
+  if (pv.result.ok) {
+    X509* leaf = SSL_get0_peer_certificate(ssl);
+    if (leaf == nullptr) {
+      // Verified but no certificate to read: cannot happen with OpenSSL; fail closed.
+      metrics.count_handshake(false, tls::VerifyReason::kOther);
+      close_now();
+      return;
+    }
+    identity_ = policy::extract_identity(leaf, SSL_get_peer_cert_chain(ssl),
+                                         worker_.services().states.get()->policy->hipaa(),
+                                         pv.result.community);
+    identity_block_ =
+        http::identity_header_block(identity_, worker_.services().states.get()->config.identity_headers);
+    metrics.count_handshake(true, tls::VerifyReason::kNone);
+  } else if (pv.result.reason == tls::VerifyReason::kNoCertificate) {
+    metrics.count_handshake(true, tls::VerifyReason::kNone);  // anonymous, as `request` allows
+  } else {
+    // `client_cert: request` and a certificate that failed verification: never downgraded to
+    // anonymous; every request on this connection gets 401.
+    cert_invalid_ = true;
+    cert_reason_ = pv.result.reason;
+    cert_message_ = pv.result.message;
+    X509* leaf = SSL_get0_peer_certificate(ssl);
+    if (leaf != nullptr)
+      identity_ = policy::extract_identity(leaf, SSL_get_peer_cert_chain(ssl),
+                                           worker_.services().states.get()->policy->hipaa(), "");
+    identity_.present = false;  // the certificate proves nothing
+    metrics.count_handshake(false, cert_reason_);
+  }
+  down_phase_ = Down::kHead;
+  read_head();
+}
+
+// ---- requests ----------------------------------------------------------------------------------
+
+void Connection::arm_header_timer() {
+  const timeval t = to_timeval(conn_state_->config.limits.header_timeout_ms);
+  evtimer_add(header_timer_.get(), &t);
+}
+
+void Connection::on_header_timeout() {
+  if (down_phase_ == Down::kHandshake) {
+    worker_.services().metrics.count_handshake(false, tls::VerifyReason::kProtocol);
+    worker_.services().log.info("TLS handshake timed out", {{"client", client_address_}});
+    close_now();
+    return;
+  }
+  if (down_phase_ == Down::kHead) {
+    if (evbuffer_get_length(bufferevent_get_input(down_.get())) > 0) {
+      reject(http::Rejection::kRequestTimeout, "request head not received in time", true);
+    } else {
+      close_now();
+    }
+  }
+}
+
+void Connection::on_down_read() {
+  if (down_phase_ == Down::kHead)
+    read_head();
+  else if (down_phase_ == Down::kBody)
+    pump_request_body();
+}
+
+void Connection::read_head() {
+  if (down_phase_ != Down::kHead || dead_) return;
+  evbuffer* in = bufferevent_get_input(down_.get());
+  const auto st = req_parser_.read_head(in);
+  if (st == http::MessageParser::Status::kNeedMore) return;
+  if (st == http::MessageParser::Status::kError) {
+    reject_malformed();
+    return;
+  }
+  evtimer_del(header_timer_.get());
+  begin_request();
+}
+
+void Connection::reject_malformed() {
+  const auto err = req_parser_.error();
+  http::Rejection r = http::Rejection::kStructure;
+  if (err == http::ParseError::kHeadersTooLarge) r = http::Rejection::kHeadersTooLarge;
+  if (err == http::ParseError::kBodyTooLarge) r = http::Rejection::kBodyTooLarge;
+  worker_.services().log.info("malformed request",
+                              {{"connection", std::to_string(id_)},
+                               {"client", client_address_},
+                               {"error", req_parser_.error_message()}});
+  if (response_started_ || up_phase_ != Up::kNone) {
+    // The request was already being relayed: the upstream has part of it; cut both sides.
+    close_now();
+    return;
+  }
+  if (r == http::Rejection::kBodyTooLarge && started_ != Clock::time_point{})
+    audit(413, "deny", "request body exceeds max_body_bytes");
+  reject(r, req_parser_.error_message(), true);
+}
+
+void Connection::begin_request() {
+  req_state_ = worker_.services().states.get();
+  started_ = Clock::now();
+  ++request_seq_;
+  const http::MessageHead& head = req_parser_.head();
+  keep_alive_ = head.keep_alive && !draining_;
+  head_method_ = head.method == "HEAD";
+  fhir_ = policy::FhirRequest{};
+  decision_ = policy::Decision{};
+  body_.clear();
+  buffer_body_ = forwarding_ = chunked_upstream_ = false;
+  request_body_done_ = !head.has_request_body();
+  response_started_ = close_after_response_ = retried_ = audited_ = false;
+  bytes_in_ = bytes_out_ = 0;
+
+  const auto perr = policy::split_target(head.target, path_, query_);
+  if (perr != policy::PathError::kOk) {
+    worker_.services().log.info("rejected request target",
+                                {{"connection", std::to_string(id_)},
+                                 {"error", std::string(policy::to_string(perr))}});
+    reject(http::Rejection::kStructure,
+           "invalid request target: " + std::string(policy::to_string(perr)), true);
+    return;
+  }
+  if (cert_invalid_) {
+    const bool expired = cert_reason_ == tls::VerifyReason::kExpired;
+    fhir_.method = head.method;
+    fhir_.path = path_;
+    decision_.rule = "default";
+    decision_.reason = "client certificate " + std::string(tls::to_string(cert_reason_));
+    audit(401, "deny", decision_.reason);
+    reject(expired ? http::Rejection::kExpired : http::Rejection::kSecurity,
+           "client certificate rejected: " + std::string(tls::to_string(cert_reason_)),
+           !keep_alive_ || !request_body_done_);
+    return;
+  }
+  if (!request_body_done_ &&
+      policy::needs_body(head.method, path_, req_state_->config.fhir_base)) {
+    buffer_body_ = true;
+    down_phase_ = Down::kBody;
+    if (head.expect_continue) bufferevent_write(down_.get(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    pump_request_body();
+    return;
+  }
+  decide_and_dispatch();
+}
+
+void Connection::on_body_data(const char* data, std::size_t len) {
+  bytes_in_ += len;
+  if (buffer_body_) {
+    body_.append(data, len);
+    return;
+  }
+  if (!up_) return;
+  bufferevent* up = up_->bev.get();
+  if (chunked_upstream_) {
+    char size_line[32];
+    const int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", len);
+    bufferevent_write(up, size_line, static_cast<std::size_t>(n));
+    bufferevent_write(up, data, len);
+    bufferevent_write(up, "\r\n", 2);
+  } else {
+    bufferevent_write(up, data, len);
+  }
+}
+
+void Connection::pump_request_body() {
+  if (down_phase_ != Down::kBody || dead_) return;
+  evbuffer* in = bufferevent_get_input(down_.get());
+  const auto st = req_parser_.read_body(in, this, nullptr);
+  if (st == http::MessageParser::Status::kError) {
+    reject_malformed();
+    return;
+  }
+  if (st == http::MessageParser::Status::kNeedMore) {
+    if (forwarding_ && up_ &&
+        evbuffer_get_length(bufferevent_get_output(up_->bev.get())) > kHighWatermark)
+      bufferevent_disable(down_.get(), EV_READ);  // resumed by on_up_write
+    return;
+  }
+  request_body_done_ = true;
+  down_phase_ = Down::kWaitResponse;
+  bufferevent_disable(down_.get(), EV_READ);
+  if (buffer_body_) {
+    decide_and_dispatch();
+    return;
+  }
+  if (chunked_upstream_ && up_) bufferevent_write(up_->bev.get(), "0\r\n\r\n", 5);
+}
+
+void Connection::decide_and_dispatch() {
+  const http::MessageHead& head = req_parser_.head();
+  const auto& cfg = req_state_->config;
+  auto& metrics = worker_.services().metrics;
+  try {
+    fhir_ = policy::classify(head.method, path_, query_, cfg.fhir_base, head.header("content-type"),
+                             body_);
+    decision_ = req_state_->policy->evaluate(identity_, fhir_);
+  } catch (const std::exception& e) {
+    // Fail closed: an error anywhere in classification or evaluation denies.
+    decision_ = policy::Decision{};
+    decision_.reason = std::string("evaluation error: ") + e.what();
+    worker_.services().log.error("policy evaluation failed", {{"error", e.what()}});
+  }
+  for (const auto& s : decision_.shadow)
+    metrics.count_decision(*req_state_->rule_counters, decision_label(s.effect, true), s.rule);
+  const DecisionLabel label = decision_label(decision_.effect, false);
+  metrics.count_decision(*req_state_->rule_counters, label, decision_.rule);
+  metrics.count_fhir(fhir_.interaction, fhir_.resource, label);
+
+  if (!decision_.allowed()) {
+    const bool anonymous = !identity_.present;
+    std::string diagnostics = decision_.rule == "default"
+                                  ? std::string("no rule matched")
+                                  : "denied by rule \"" + decision_.rule + "\"";
+    if (!decision_.reason.empty() && decision_.reason != "no rule matched")
+      diagnostics += ": " + decision_.reason;
+    const int status = anonymous ? 401 : 403;
+    audit(status, "deny", decision_.reason);
+    reject(anonymous ? http::Rejection::kLogin : http::Rejection::kForbidden, diagnostics,
+           !keep_alive_ || !request_body_done_);
+    return;
+  }
+  forward();
+}
+
+// ---- upstream ----------------------------------------------------------------------------------
+
+void Connection::forward() {
+  const http::MessageHead& head = req_parser_.head();
+  http::BodyFraming framing;
+  if (buffer_body_) {
+    framing.content_length = body_.size();
+  } else if (head.chunked) {
+    framing.chunked = true;
+  } else if (head.content_length) {
+    framing.content_length = head.content_length;
+  }
+  chunked_upstream_ = framing.chunked;
+  const http::ForwardAdditions add{identity_block_, req_state_->config.identity_headers.rule,
+                                   decision_.rule, client_ip_};
+  upstream_head_ = http::forward_request_head(head, *req_state_->reserved, add, framing);
+  if (!send_to_upstream()) return;
+  if (!request_body_done_) {
+    forwarding_ = true;
+    down_phase_ = Down::kBody;
+    if (head.expect_continue) bufferevent_write(down_.get(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    pump_request_body();
+  } else {
+    down_phase_ = Down::kWaitResponse;
+    bufferevent_disable(down_.get(), EV_READ);
+  }
+}
+
+bool Connection::send_to_upstream() {
+  up_ = worker_.pool().acquire(*req_state_);
+  if (!up_) {
+    upstream_failed(UpstreamError::kConnect);
+    return false;
+  }
+  bufferevent* up = up_->bev.get();
+  bufferevent_setcb(up, &Connection::up_read_cb, &Connection::up_write_cb, &Connection::up_event_cb,
+                    this);
+  bufferevent_setwatermark(up, EV_WRITE, kLowWatermark, 0);
+  const auto& u = req_state_->config.upstream;
+  const timeval read_timeout = to_timeval(u.response_timeout_ms);
+  const timeval write_timeout = to_timeval(up_->reused ? u.response_timeout_ms : u.connect_timeout_ms);
+  bufferevent_set_timeouts(up, &read_timeout, &write_timeout);
+  bufferevent_write(up, upstream_head_.data(), upstream_head_.size());
+  if (buffer_body_ && !body_.empty()) bufferevent_write(up, body_.data(), body_.size());
+  bufferevent_enable(up, EV_READ | EV_WRITE);
+  resp_parser_.reset(head_method_);
+  up_phase_ = Up::kHead;
+  upstream_started_ = Clock::now();
+  return true;
+}
+
+void Connection::on_up_write() {
+  if (forwarding_ && down_phase_ == Down::kBody && up_ &&
+      evbuffer_get_length(bufferevent_get_output(up_->bev.get())) <= kLowWatermark) {
+    bufferevent_enable(down_.get(), EV_READ);
+    pump_request_body();
+  }
+}
+
+void Connection::on_up_event(short events) {
+  if (events & BEV_EVENT_CONNECTED) {
+    up_->connected = true;
+    const auto& u = req_state_->config.upstream;
+    const timeval t = to_timeval(u.response_timeout_ms);
+    bufferevent_set_timeouts(up_->bev.get(), &t, &t);
+    return;
+  }
+  if (events & BEV_EVENT_TIMEOUT) {
+    upstream_failed(up_->connected ? UpstreamError::kTimeout : UpstreamError::kConnect);
+    return;
+  }
+  if ((events & BEV_EVENT_EOF) && up_phase_ == Up::kBody) {
+    on_up_read();  // relay what is still buffered before judging the end
+    if (dead_ || up_phase_ != Up::kBody) return;
+    if (resp_parser_.finish_eof() == http::MessageParser::Status::kDone) {
+      close_after_response_ = true;  // an EOF-delimited body: the client learns the end by EOF too
+      release_upstream(false);
+      finish_response();
+      return;
+    }
+  }
+  upstream_failed(up_->connected || up_->reused ? UpstreamError::kReset : UpstreamError::kConnect);
+}
+
+void Connection::upstream_failed(UpstreamError kind) {
+  auto& services = worker_.services();
+  const bool replayable = up_ && !response_started_ && up_phase_ == Up::kHead &&
+                          request_body_done_ &&
+                          evbuffer_get_length(bufferevent_get_input(up_->bev.get())) == 0 &&
+                          (buffer_body_ || !req_parser_.head().has_request_body());
+  if (replayable && up_->reused && !retried_ && kind == UpstreamError::kReset) {
+    // A pooled connection the upstream had closed: retry once on a fresh one.
+    retried_ = true;
+    release_upstream(false);
+    send_to_upstream();
+    return;
+  }
+  services.metrics.count_upstream_error(kind);
+  services.log.warn("upstream failed",
+                    {{"connection", std::to_string(id_)},
+                     {"kind", std::string(observability::to_string(kind))}});
+  release_upstream(false);
+  up_phase_ = Up::kNone;
+  if (response_started_) {
+    close_now();  // part of the response went out: the client must see it truncated
+    return;
+  }
+  const bool timeout = kind == UpstreamError::kTimeout;
+  audit(timeout ? 504 : 502, "allow", decision_.reason);
+  reject(timeout ? http::Rejection::kTimeout : http::Rejection::kTransient,
+         timeout ? "upstream did not answer in time" : "upstream unreachable or reset",
+         !keep_alive_ || !request_body_done_);
+}
+
+void Connection::on_up_read() {
+  if (!up_ || dead_) return;
+  evbuffer* in = bufferevent_get_input(up_->bev.get());
+  while (up_phase_ == Up::kHead) {
+    const auto st = resp_parser_.read_head(in);
+    if (st == http::MessageParser::Status::kNeedMore) return;
+    if (st == http::MessageParser::Status::kError) {
+      worker_.services().log.warn("invalid response from upstream",
+                                  {{"error", resp_parser_.error_message()}});
+      upstream_failed(UpstreamError::kReset);
+      return;
+    }
+    const http::MessageHead& rh = resp_parser_.head();
+    if (rh.status >= 100 && rh.status < 200) {
+      if (rh.status == 101) {
+        upstream_failed(UpstreamError::kReset);
+        return;
+      }
+      resp_parser_.reset(head_method_);  // interim response: the final one follows
+      continue;
+    }
+    response_started_ = true;
+    const bool eof_delimited = !resp_parser_.message_complete() && !rh.chunked && !rh.content_length;
+    if (!keep_alive_ || !request_body_done_ || eof_delimited || draining_)
+      close_after_response_ = true;
+    const std::string out = http::forward_response_head(rh, close_after_response_);
+    bufferevent_write(down_.get(), out.data(), out.size());
+    if (resp_parser_.message_complete()) {
+      release_upstream(rh.keep_alive && request_body_done_);
+      finish_response();
+      return;
+    }
+    up_phase_ = Up::kBody;
+  }
+  if (up_phase_ != Up::kBody) return;
+  evbuffer* out = bufferevent_get_output(down_.get());
+  const auto st = resp_parser_.read_body(in, nullptr, out);
+  bytes_out_ = resp_parser_.body_bytes();
+  if (st == http::MessageParser::Status::kError) {
+    worker_.services().log.warn("invalid response body from upstream",
+                                {{"error", resp_parser_.error_message()}});
+    upstream_failed(UpstreamError::kReset);
+    return;
+  }
+  if (st == http::MessageParser::Status::kDone) {
+    release_upstream(resp_parser_.head().keep_alive && request_body_done_);
+    finish_response();
+    return;
+  }
+  if (evbuffer_get_length(out) > kHighWatermark)
+    bufferevent_disable(up_->bev.get(), EV_READ);  // resumed by on_down_write
+}
+
+void Connection::on_down_write() {
+  evbuffer* out = bufferevent_get_output(down_.get());
+  if (down_phase_ == Down::kClosing) {
+    if (evbuffer_get_length(out) == 0) close_now();
+    return;
+  }
+  if (up_phase_ == Up::kBody && up_ && evbuffer_get_length(out) <= kLowWatermark) {
+    bufferevent_enable(up_->bev.get(), EV_READ);
+    on_up_read();
+  }
+}
+
+void Connection::release_upstream(bool reusable) {
+  if (!up_) return;
+  if (reusable) {
+    worker_.pool().release(std::move(up_), *req_state_);
+  }
+  up_.reset();
+}
+
+void Connection::finish_response() {
+  up_phase_ = Up::kNone;
+  worker_.services().metrics.observe_upstream(seconds_since(upstream_started_));
+  complete_request(resp_parser_.head().status);
+  if (close_after_response_) {
+    close_after_flush();
+    return;
+  }
+  next_request();
+}
+
+void Connection::next_request() {
+  req_parser_.reset();
+  audited_ = false;
+  started_ = Clock::time_point{};
+  down_phase_ = Down::kHead;
+  req_state_.reset();
+  bufferevent_enable(down_.get(), EV_READ);
+  arm_header_timer();
+  read_head();  // a pipelined request may be waiting
+}
+
+// ---- answers -----------------------------------------------------------------------------------
+
+void Connection::audit(int status, std::string_view decision, std::string_view reason) {
+  if (audited_) return;
+  audited_ = true;
+  observability::AuditLog* log = worker_.services().audit;
+  if (log == nullptr) return;
+  observability::AuditEvent e;
+  e.time = std::chrono::system_clock::now();
+  e.connection_id = id_;
+  e.request_id = request_seq_;
+  e.subject = identity_.subject.rfc4514;
+  e.san_uri = identity_.san_uri;
+  e.fingerprint = identity_.fingerprint_sha256;
+  e.trust = identity_.trust;
+  e.hipaa = identity_.hipaa;
+  e.method = req_parser_.head().method;
+  e.path = path_;
+  e.fhir_resource = fhir_.resource;
+  e.fhir_interaction = std::string(policy::to_string(fhir_.interaction));
+  e.fhir_operation = fhir_.operation;
+  e.decision = decision;
+  e.rule = decision_.rule;
+  e.mode = decision_.mode == policy::Mode::kShadow ? "shadow" : "enforce";
+  e.reason = reason;
+  e.status = status;
+  e.bytes_in = bytes_in_;
+  e.bytes_out = bytes_out_;
+  e.duration_ms = seconds_since(started_) * 1000.0;
+  e.client_address = client_address_;
+  log->write(std::move(e));
+}
+
+void Connection::complete_request(int status) {
+  auto& metrics = worker_.services().metrics;
+  if (!audited_) audit(status, effect_label(decision_.effect, false), decision_.reason);
+  metrics.count_response(status);
+  metrics.observe_request(seconds_since(started_));
+}
+
+void Connection::reject(http::Rejection r, std::string_view diagnostics, bool close) {
+  const http::RejectionStatus s = http::status_of(r);
+  if (draining_) close = true;
+  const std::string response = http::rejection_response(r, diagnostics, close, head_method_);
+  bufferevent_write(down_.get(), response.data(), response.size());
+  if (audited_)
+    complete_request(s.status);  // a decided request: counted with its duration
+  else
+    worker_.services().metrics.count_response(s.status);
+  if (close) {
+    close_after_flush();
+    return;
+  }
+  next_request();
+}
+
+// ---- closing -----------------------------------------------------------------------------------
+
+void Connection::close_after_flush() {
+  down_phase_ = Down::kClosing;
+  release_upstream(false);
+  evtimer_del(header_timer_.get());
+  bufferevent_disable(down_.get(), EV_READ);
+  bufferevent_setwatermark(down_.get(), EV_WRITE, 0, 0);
+  if (evbuffer_get_length(bufferevent_get_output(down_.get())) == 0) close_now();
+}
+
+void Connection::close_now() {
+  if (dead_) return;
+  dead_ = true;
+  down_phase_ = Down::kClosing;
+  up_.reset();
+  if (header_timer_) evtimer_del(header_timer_.get());
+  if (down_) {
+    if (SSL* ssl = bufferevent_openssl_get_ssl(down_.get())) {
+      SSL_set_quiet_shutdown(ssl, 0);
+      SSL_shutdown(ssl);  // best effort close_notify; the socket closes regardless
+    }
+    down_.reset();
+  }
+  if (depth_ == 0) worker_.destroy(this);
+}
+
+void Connection::drain() {
+  draining_ = true;
+  keep_alive_ = false;
+  const bool idle = down_phase_ == Down::kHandshake ||
+                    (down_phase_ == Down::kHead && down_ &&
+                     evbuffer_get_length(bufferevent_get_input(down_.get())) == 0);
+  if (idle) {
+    CallbackScope scope(this);
+    close_now();
+  } else if (!response_started_) {
+    close_after_response_ = true;
+  }
+}
+
+void Connection::abort() {
+  CallbackScope scope(this);
+  close_now();
+}
+
+}  // namespace fmp::proxy::server

@@ -1,0 +1,142 @@
+// One downstream client connection: the TLS handshake, then HTTP/1.1 requests one at a time, each
+// decided by the policy and either rejected or relayed to the upstream with backpressure both ways.
+//
+// Lives on one worker's event loop and is touched by no other thread. Deleted by its worker once it
+// has closed and no libevent callback of it is on the stack.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "policy/decision.h"
+#include "policy/fhir_request.h"
+#include "policy/identity.h"
+#include "proxy/event_ptr.h"
+#include "proxy/http/message_parser.h"
+#include "proxy/http/rejection.h"
+#include "proxy/observability/metrics.h"
+#include "proxy/server/runtime_state.h"
+#include "proxy/server/upstream_pool.h"
+#include "proxy/tls/trust_store.h"
+
+namespace fmp::proxy::server {
+
+class Worker;
+
+class Connection : private http::MessageParser::BodySink {
+ public:
+  Connection(Worker& worker, evutil_socket_t fd, const sockaddr* addr, StatePtr state);
+  ~Connection() override;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  /// Starts the TLS handshake. False when the connection could not be set up (it is then closed).
+  bool start();
+  /// Graceful stop: closes at once when no request is in progress, otherwise after the current response.
+  void drain();
+  /// Cuts the connection now (drain deadline passed).
+  void abort();
+  bool closed() const { return dead_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  enum class Down { kHandshake, kHead, kBody, kWaitResponse, kClosing };
+  enum class Up { kNone, kHead, kBody };
+
+  // libevent entry points; each keeps the object alive until it returns.
+  static void down_read_cb(bufferevent*, void* arg);
+  static void down_write_cb(bufferevent*, void* arg);
+  static void down_event_cb(bufferevent*, short events, void* arg);
+  static void up_read_cb(bufferevent*, void* arg);
+  static void up_write_cb(bufferevent*, void* arg);
+  static void up_event_cb(bufferevent*, short events, void* arg);
+  static void header_timeout_cb(evutil_socket_t, short, void* arg);
+
+  void on_down_read();
+  void on_down_write();
+  void on_down_event(short events);
+  void on_up_read();
+  void on_up_write();
+  void on_up_event(short events);
+  void on_header_timeout();
+
+  void handshake_done();
+  void handshake_failed();
+  void read_head();
+  void begin_request();
+  void pump_request_body();
+  void on_body_data(const char* data, std::size_t len) override;
+  void decide_and_dispatch();
+  void forward();
+  bool send_to_upstream();
+  void upstream_failed(observability::UpstreamError kind);
+  void finish_response();
+  void next_request();
+
+  void reject(http::Rejection r, std::string_view diagnostics, bool close);
+  void reject_malformed();
+  void audit(int status, std::string_view decision, std::string_view reason);
+  void complete_request(int status);
+  void arm_header_timer();
+  void close_after_flush();
+  void close_now();
+  void release_upstream(bool reusable);
+  bool request_body_pending() const;
+
+  Worker& worker_;
+  StatePtr conn_state_;  ///< the snapshot at accept: its TLS context served the handshake
+  StatePtr req_state_;   ///< the snapshot of the current request
+  ev::BufferEventPtr down_;
+  ev::EventPtr header_timer_;
+  std::string client_ip_;
+  std::string client_address_;  ///< ip:port for the audit log
+  std::uint64_t id_ = 0;
+  std::uint64_t request_seq_ = 0;
+  bool counted_open_ = false;
+
+  // Identity, fixed for the connection's lifetime.
+  policy::Identity identity_;
+  std::string identity_block_;
+  bool cert_invalid_ = false;
+  tls::VerifyReason cert_reason_ = tls::VerifyReason::kNone;
+  std::string cert_message_;
+
+  Down down_phase_ = Down::kHandshake;
+  Up up_phase_ = Up::kNone;
+  http::MessageParser req_parser_;
+  http::MessageParser resp_parser_;
+
+  // The current request.
+  Clock::time_point started_{};
+  Clock::time_point upstream_started_{};
+  std::string path_;
+  std::string query_;
+  policy::FhirRequest fhir_;
+  policy::Decision decision_;
+  bool keep_alive_ = true;
+  bool head_method_ = false;
+  bool buffer_body_ = false;      ///< the body decides (Bundle): read all of it before deciding
+  std::string body_;              ///< the buffered body (bounded by max_body_bytes)
+  bool forwarding_ = false;       ///< body bytes go upstream as they arrive
+  bool chunked_upstream_ = false;
+  bool request_body_done_ = false;
+  bool response_started_ = false;
+  bool close_after_response_ = false;
+  bool retried_ = false;
+  bool audited_ = false;
+  std::string upstream_head_;  ///< kept for one retry on a stale pooled connection
+  std::unique_ptr<UpstreamConnection> up_;
+  std::uint64_t bytes_in_ = 0;
+  std::uint64_t bytes_out_ = 0;
+
+  bool draining_ = false;
+  bool dead_ = false;
+  int depth_ = 0;
+  friend class CallbackScope;
+};
+
+}  // namespace fmp::proxy::server

@@ -1,0 +1,54 @@
+// One immutable snapshot of everything a request needs from configuration: proxy.yaml, the compiled
+// policy, the TLS context, the metric handles bound to the policy's rules, the upstream's address.
+//
+// Loading builds a new snapshot; SIGHUP builds another and swaps it in (StateHolder). A connection keeps
+// the TLS context it was accepted with; each request takes the snapshot current when it starts and
+// keeps it until it ends. A failed build throws and changes nothing.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "policy/policy.h"
+#include "proxy/config/proxy_config.h"
+#include "proxy/http/identity_headers.h"
+#include "proxy/observability/metrics.h"
+#include "proxy/tls/server_context.h"
+
+namespace fmp::proxy::server {
+
+struct RuntimeState {
+  ProxyConfig config;
+  policy::PolicyPtr policy;
+  std::shared_ptr<const tls::ServerContext> tls;
+  std::shared_ptr<const observability::RuleCounters> rule_counters;
+  std::shared_ptr<const http::ReservedHeaders> reserved;
+  /// Client context for an https upstream (null for http).
+  std::shared_ptr<SSL_CTX> upstream_tls;
+  sockaddr_storage upstream_addr{};
+  socklen_t upstream_addr_len = 0;
+  /// Host header value is the client's; this is only for SNI and certificate name checks.
+  std::string upstream_host;
+};
+
+using StatePtr = std::shared_ptr<const RuntimeState>;
+
+/// Loads proxy.yaml and every file it names (as `check` does) into a new snapshot, binding metric series
+/// for the policy's rules. Throws policy::ConfigError carrying every diagnostic.
+StatePtr build_runtime_state(const std::string& config_path, observability::Metrics& metrics);
+
+/// The current snapshot, swapped atomically by reloads and read by every worker.
+class StateHolder {
+ public:
+  explicit StateHolder(StatePtr initial) : state_(std::move(initial)) {}
+  StatePtr get() const { return state_.load(std::memory_order_acquire); }
+  void set(StatePtr s) { state_.store(std::move(s), std::memory_order_release); }
+
+ private:
+  std::atomic<StatePtr> state_;
+};
+
+}  // namespace fmp::proxy::server

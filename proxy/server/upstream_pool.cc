@@ -1,0 +1,116 @@
+#include "proxy/server/upstream_pool.h"
+
+#include <event2/bufferevent_ssl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "policy/ssl_ptr.h"
+
+namespace fmp::proxy::server {
+namespace {
+
+/// How long an idle upstream connection is kept before the proxy closes it.
+constexpr int kIdleUpstreamSeconds = 60;
+
+}  // namespace
+
+UpstreamPool::~UpstreamPool() { close_idle(); }
+
+std::string UpstreamPool::key_of(const RuntimeState& state) {
+  return (state.config.upstream.https ? "https://" : "http://") + state.config.upstream.host + ":" +
+         std::to_string(state.config.upstream.port);
+}
+
+std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& state) {
+  const std::string key = key_of(state);
+  while (!idle_.empty()) {
+    std::unique_ptr<Idle> idle = std::move(idle_.back());
+    idle_.pop_back();
+    metrics_.add_upstream_idle(-1);
+    if (idle->conn->key != key) continue;  // a reload moved the upstream: drop the old connection
+    std::unique_ptr<UpstreamConnection> conn = std::move(idle->conn);
+    bufferevent_setcb(conn->bev.get(), nullptr, nullptr, nullptr, nullptr);
+    bufferevent_disable(conn->bev.get(), EV_READ);
+    conn->reused = true;
+    return conn;
+  }
+
+  const int fd = socket(state.upstream_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return nullptr;
+  const int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  auto conn = std::make_unique<UpstreamConnection>();
+  conn->key = key;
+  if (state.upstream_tls) {
+    ssl::SslPtr ssl(SSL_new(state.upstream_tls.get()));
+    if (!ssl) {
+      close(fd);
+      return nullptr;
+    }
+    SSL_set_tlsext_host_name(ssl.get(), state.upstream_host.c_str());
+    SSL_set1_host(ssl.get(), state.upstream_host.c_str());
+    // BEV_OPT_CLOSE_ON_FREE: the bufferevent owns the socket and the SSL* from here on, even when
+    // creation fails, so the SslPtr is released at the call.
+    conn->bev.reset(bufferevent_openssl_socket_new(base_, fd, ssl.release(),
+                                                   BUFFEREVENT_SSL_CONNECTING,
+                                                   BEV_OPT_CLOSE_ON_FREE));
+    if (conn->bev) bufferevent_openssl_set_allow_dirty_shutdown(conn->bev.get(), 1);
+  } else {
+    conn->bev.reset(bufferevent_socket_new(base_, fd, BEV_OPT_CLOSE_ON_FREE));
+  }
+  if (!conn->bev) return nullptr;
+  // The socket is already set on the bufferevent, so connect() is issued on it directly.
+  if (bufferevent_socket_connect(conn->bev.get(),
+                                 reinterpret_cast<const sockaddr*>(&state.upstream_addr),
+                                 static_cast<int>(state.upstream_addr_len)) != 0)
+    return nullptr;
+  return conn;
+}
+
+void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, const RuntimeState& state) {
+  if (!conn || !conn->bev) return;
+  if (conn->key != key_of(state) ||
+      idle_.size() >= static_cast<std::size_t>(state.config.upstream.max_idle_connections) ||
+      evbuffer_get_length(bufferevent_get_input(conn->bev.get())) != 0)
+    return;  // closed by the unique_ptr
+  auto idle = std::make_unique<Idle>(Idle{this, std::move(conn)});
+  bufferevent* bev = idle->conn->bev.get();
+  bufferevent_setcb(bev, &UpstreamPool::on_idle_read, nullptr, &UpstreamPool::on_idle_event,
+                    idle.get());
+  const timeval idle_timeout{kIdleUpstreamSeconds, 0};
+  bufferevent_set_timeouts(bev, &idle_timeout, nullptr);
+  bufferevent_enable(bev, EV_READ);
+  idle_.push_back(std::move(idle));
+  metrics_.add_upstream_idle(1);
+}
+
+void UpstreamPool::drop(Idle* idle) {
+  for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+    if (it->get() == idle) {
+      idle_.erase(it);
+      metrics_.add_upstream_idle(-1);
+      return;
+    }
+  }
+}
+
+void UpstreamPool::on_idle_read(bufferevent*, void* arg) {
+  // An idle connection has no request outstanding: any byte is a protocol error. Close it.
+  auto* idle = static_cast<Idle*>(arg);
+  idle->pool->drop(idle);
+}
+
+void UpstreamPool::on_idle_event(bufferevent*, short, void* arg) {
+  auto* idle = static_cast<Idle*>(arg);
+  idle->pool->drop(idle);
+}
+
+void UpstreamPool::close_idle() {
+  metrics_.add_upstream_idle(-static_cast<int>(idle_.size()));
+  idle_.clear();
+}
+
+}  // namespace fmp::proxy::server

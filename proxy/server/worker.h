@@ -1,0 +1,77 @@
+// A worker: one thread, one event_base, its own SO_REUSEPORT listener, its own connections and its own
+// upstream pool. Workers share only immutable snapshots (StateHolder) and thread-safe metrics/audit.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <unordered_map>
+
+#include "proxy/event_ptr.h"
+#include "proxy/log/logger.h"
+#include "proxy/observability/audit.h"
+#include "proxy/observability/metrics.h"
+#include "proxy/server/runtime_state.h"
+#include "proxy/server/upstream_pool.h"
+
+namespace fmp::proxy::server {
+
+class Connection;
+
+/// What every worker shares with the others (all thread-safe).
+struct Services {
+  StateHolder& states;
+  observability::Metrics& metrics;
+  observability::AuditLog* audit;  ///< may be null (tests)
+  Logger& log;
+};
+
+class Worker {
+ public:
+  /// Creates the event loop and binds the listener (throws std::runtime_error when binding fails).
+  Worker(Services services, int index, const ProxyConfig& config);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  /// Runs the loop on a new thread.
+  void start();
+  /// Thread-safe: stop accepting, close idle connections, let in-flight requests finish for up to
+  /// `drain_timeout_ms`, then cut what is left (logged) and end the loop.
+  void request_stop(int drain_timeout_ms);
+  void join();
+
+  // For connections (worker thread only).
+  event_base* base() const { return base_.get(); }
+  const Services& services() const { return services_; }
+  UpstreamPool& pool() { return *pool_; }
+  bool draining() const { return draining_; }
+  std::uint64_t next_connection_id() { return (static_cast<std::uint64_t>(index_) << 48) | ++seq_; }
+  /// Deletes a closed connection (called when none of its callbacks is on the stack).
+  void destroy(Connection* c);
+
+ private:
+  static void accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* arg);
+  static void accept_error_cb(evconnlistener*, void* arg);
+  static void stop_cb(evutil_socket_t, short, void* arg);
+  static void drain_deadline_cb(evutil_socket_t, short, void* arg);
+  void on_accept(evutil_socket_t fd, sockaddr* addr);
+  void begin_drain();
+
+  Services services_;
+  int index_;
+  ev::EventBasePtr base_;
+  ev::EvConnListenerPtr listener_;
+  ev::EventPtr stop_event_;
+  ev::EventPtr drain_timer_;
+  std::unique_ptr<UpstreamPool> pool_;
+  std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
+  std::atomic<int> drain_timeout_ms_{0};
+  bool draining_ = false;
+  std::uint64_t seq_ = 0;
+  std::size_t max_connections_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace fmp::proxy::server

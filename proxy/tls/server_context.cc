@@ -1,0 +1,418 @@
+// The listener's SSL_CTX.
+//
+// Per-connection verification state lives in the SSL's ex_data (SslState below) and is freed with
+// the SSL by OpenSSL's ex_data free callback. The state holds its own reference to the TrustStore,
+// so an SSL that outlives its ServerContext (a connection still open across a reload) verifies
+// against the trust it was accepted with and never touches a freed object.
+#include "proxy/tls/server_context.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+
+#include <array>
+#include <cstring>
+#include <new>
+#include <string_view>
+#include <utility>
+
+#include "policy/config_error.h"
+#include "proxy/tls/asn1_time.h"
+#include "proxy/tls/file_bytes.h"
+#include "proxy/tls/openssl_errors.h"
+
+namespace fmp::proxy::tls {
+
+namespace {
+
+using policy::Diagnostic;
+
+/// TLS 1.2: forward secrecy and AEAD only. TLS 1.3 keeps OpenSSL's default suites (all AEAD).
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+constexpr const char* kGroups = "X25519:P-256:P-384";
+
+/// What one connection's handshake learned. Owned by the SSL (ex_data), freed by free_state().
+struct SslState {
+  std::shared_ptr<const TrustStore> trust;
+  ClientCertMode mode = ClientCertMode::kRequire;
+  std::optional<VerifyResult> handshake;  ///< set by the verify callback of a full handshake
+  std::optional<VerifyResult> ticket;     ///< restored from an accepted session ticket
+};
+
+void free_state(void* /*parent*/, void* ptr, CRYPTO_EX_DATA* /*ad*/, int /*idx*/, long /*argl*/,
+                void* /*argp*/) {
+  delete static_cast<SslState*>(ptr);
+}
+
+/// SSL_dup() copies ex_data pointers; give the copy its own state so each SSL frees only its own.
+int dup_state(CRYPTO_EX_DATA* /*to*/, const CRYPTO_EX_DATA* /*from*/, void** from_d, int /*idx*/,
+              long /*argl*/, void* /*argp*/) {
+  auto* original = static_cast<SslState*>(*from_d);
+  *from_d = original != nullptr ? new (std::nothrow) SslState(*original) : nullptr;
+  return 1;
+}
+
+/// The one static of the TLS layer, on purpose: OpenSSL ex_data indices are process-wide and are
+/// registered with the free/dup callbacks above. Allocating an index per ServerContext would leak
+/// one per reload, and freeing it with its context would strand the state of SSLs still open across
+/// a reload (their free callback would no longer run). One index per process, allocated on first
+/// use (thread-safe initialisation), shared by every ServerContext.
+int state_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, dup_state, free_state);
+  return index;
+}
+
+SslState* state_of(const SSL* ssl) {
+  int idx = state_index();
+  if (ssl == nullptr || idx < 0) return nullptr;
+  return static_cast<SslState*>(SSL_get_ex_data(ssl, idx));
+}
+
+VerifyResult not_ok(VerifyReason reason, std::string message) {
+  VerifyResult r;
+  r.ok = false;
+  r.reason = reason;
+  r.message = std::move(message);
+  return r;
+}
+
+/// Replaces OpenSSL's chain building with TrustStore::verify. In require mode a refused chain fails
+/// the handshake; the X509_V_ERR_* left in the store context picks the alert (certificate_expired,
+/// certificate_revoked, unknown_ca, bad_certificate, ...). In request mode the handshake continues
+/// and the refusal is only recorded: the connection answers 401 later.
+int verify_callback(X509_STORE_CTX* x, void* /*arg*/) {
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  SslState* st = state_of(ssl);
+  if (st == nullptr || !st->trust) {
+    // An SSL not made by ServerContext::new_ssl(): nothing to verify with, so refuse.
+    X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+  }
+  VerifyResult r = st->trust->verify(X509_STORE_CTX_get0_cert(x), X509_STORE_CTX_get0_untrusted(x),
+                                     std::time(nullptr));
+  st->handshake = r;
+  if (r.ok) {
+    X509_STORE_CTX_set_error(x, X509_V_OK);
+    return 1;
+  }
+  // No resumption ticket for a refused certificate (TLS 1.3 sends tickets after this point; for
+  // TLS 1.2 the ticket is refused when it comes back, see decrypt_ticket()).
+  SSL_set_num_tickets(ssl, 0);
+  X509_STORE_CTX_set_error(x,
+                           r.openssl_error != X509_V_OK ? r.openssl_error : X509_V_ERR_UNSPECIFIED);
+  return st->mode == ClientCertMode::kRequest ? 1 : 0;
+}
+
+// Ticket application data: magic, version, ok flag, community name. Only ok outcomes are ever
+// resumed.
+constexpr std::string_view kTicketMagic = "FMP1";
+
+std::string encode_ticket(const std::optional<VerifyResult>& r) {
+  std::string out(kTicketMagic);
+  out += (r && r->ok) ? '\1' : '\0';
+  if (r && r->ok) out += r->community;
+  return out;
+}
+
+std::optional<VerifyResult> decode_ticket(const void* data, std::size_t len) {
+  std::string_view s(static_cast<const char*>(data), len);
+  if (s.size() <= kTicketMagic.size() || s.substr(0, kTicketMagic.size()) != kTicketMagic)
+    return std::nullopt;
+  if (s[kTicketMagic.size()] != '\1') return std::nullopt;
+  std::string_view community = s.substr(kTicketMagic.size() + 1);
+  if (community.empty()) return std::nullopt;
+  VerifyResult r;
+  r.ok = true;
+  r.reason = VerifyReason::kNone;
+  r.community = std::string(community);
+  return r;
+}
+
+int generate_ticket(SSL* ssl, void* /*arg*/) {
+  SslState* st = state_of(ssl);
+  SSL_SESSION* session = SSL_get_session(ssl);
+  if (session == nullptr) return 0;
+  std::optional<VerifyResult> outcome;
+  if (st != nullptr) outcome = SSL_session_reused(ssl) == 1 ? st->ticket : st->handshake;
+  std::string data = encode_ticket(outcome);
+  return SSL_SESSION_set1_ticket_appdata(session, data.data(), data.size());
+}
+
+SSL_TICKET_RETURN decrypt_ticket(SSL* ssl, SSL_SESSION* session, const unsigned char* /*keyname*/,
+                                 std::size_t /*keyname_len*/, SSL_TICKET_STATUS status,
+                                 void* /*arg*/) {
+  switch (status) {
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:  // e.g. a ticket from before a reload: full handshake, new ticket
+      return SSL_TICKET_RETURN_IGNORE_RENEW;
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW:
+      break;
+    default:
+      return SSL_TICKET_RETURN_ABORT;
+  }
+  SslState* st = state_of(ssl);
+  void* data = nullptr;
+  std::size_t len = 0;
+  if (st == nullptr || SSL_SESSION_get0_ticket_appdata(session, &data, &len) != 1 ||
+      data == nullptr)
+    return SSL_TICKET_RETURN_IGNORE_RENEW;
+  std::optional<VerifyResult> restored = decode_ticket(data, len);
+  if (!restored) return SSL_TICKET_RETURN_IGNORE_RENEW;  // never resume an unverified session
+  st->ticket = std::move(restored);
+  return status == SSL_TICKET_SUCCESS_RENEW ? SSL_TICKET_RETURN_USE_RENEW : SSL_TICKET_RETURN_USE;
+}
+
+int no_password(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*u*/) {
+  return -1;  // encrypted keys are not supported; never prompt on a terminal
+}
+
+std::string quoted(const std::string& s) {
+  return "\"" + s + "\"";
+}
+
+ssl::BioPtr memory_bio(const std::string& bytes) {
+  return ssl::BioPtr(BIO_new_mem_buf(bytes.data(), static_cast<int>(bytes.size())));
+}
+
+class Diagnostics {
+ public:
+  explicit Diagnostics(std::string file) : file_(std::move(file)) {}
+  void add(const SourcePos& pos, std::string message) {
+    list_.push_back(Diagnostic{file_, pos.line, pos.column, std::move(message)});
+  }
+  void add_all(const std::vector<Diagnostic>& more) {
+    list_.insert(list_.end(), more.begin(), more.end());
+  }
+  bool empty() const { return list_.empty(); }
+  std::vector<Diagnostic> take() { return std::move(list_); }
+
+ private:
+  std::string file_;
+  std::vector<Diagnostic> list_;
+};
+
+/// Loads the server chain (leaf first) into ctx. Returns the leaf, or null after adding a
+/// diagnostic.
+X509* load_certificate_chain(SSL_CTX* ctx, const FileRef& ref, Diagnostics& diags) {
+  std::string why;
+  auto bytes = read_file_bytes(ref.path, why);
+  if (!bytes) {
+    diags.add(ref.pos, "cannot read certificate file " + quoted(ref.path) + ": " + why);
+    return nullptr;
+  }
+  ERR_clear_error();
+  auto bio = memory_bio(*bytes);
+  std::vector<ssl::X509Ptr> certs;
+  while (X509* c = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) certs.emplace_back(c);
+  unsigned long last = ERR_peek_last_error();
+  bool clean_end = ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE;
+  if (!clean_end) {
+    diags.add(ref.pos,
+              "cannot parse certificate file " + quoted(ref.path) + ": " + drain_openssl_errors());
+    return nullptr;
+  }
+  ERR_clear_error();
+  if (certs.empty()) {
+    diags.add(ref.pos, "no certificate in certificate file " + quoted(ref.path));
+    return nullptr;
+  }
+  if (SSL_CTX_use_certificate(ctx, certs.front().get()) != 1) {
+    diags.add(ref.pos,
+              "cannot use certificate " + quoted(ref.path) + ": " + drain_openssl_errors());
+    return nullptr;
+  }
+  for (std::size_t i = 1; i < certs.size(); ++i) {
+    if (SSL_CTX_add1_chain_cert(ctx, certs[i].get()) != 1) {
+      diags.add(ref.pos, "cannot use chain certificate " + std::to_string(i + 1) + " of " +
+                             quoted(ref.path) + ": " + drain_openssl_errors());
+      return nullptr;
+    }
+  }
+  return SSL_CTX_get0_certificate(ctx);
+}
+
+void load_private_key(SSL_CTX* ctx, X509* leaf, const TlsSettings& tls, Diagnostics& diags) {
+  const FileRef& ref = tls.key;
+  std::string why;
+  auto bytes = read_file_bytes(ref.path, why);
+  if (!bytes) {
+    diags.add(ref.pos, "cannot read key file " + quoted(ref.path) + ": " + why);
+    return;
+  }
+  ERR_clear_error();
+  auto bio = memory_bio(*bytes);
+  ssl::EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
+  if (!key) {
+    std::string errors = drain_openssl_errors();
+    if (bytes->find("ENCRYPTED") != std::string::npos)
+      errors += "; encrypted keys are not supported";
+    diags.add(ref.pos, "cannot parse private key file " + quoted(ref.path) + ": " + errors);
+    return;
+  }
+  if (leaf == nullptr) return;  // the certificate's own diagnostic already explains
+  if (X509_check_private_key(leaf, key.get()) != 1) {
+    ERR_clear_error();
+    diags.add(ref.pos, "private key does not match certificate: key " + quoted(ref.path) +
+                           ", certificate " + quoted(tls.cert.path));
+    return;
+  }
+  if (SSL_CTX_use_PrivateKey(ctx, key.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+    diags.add(ref.pos, "private key does not match certificate: key " + quoted(ref.path) +
+                           ", certificate " + quoted(tls.cert.path) + " (" +
+                           drain_openssl_errors() + ")");
+  }
+}
+
+/// The acceptable-CA names sent in the CertificateRequest: every CA of every community, once each.
+bool set_client_ca_list(SSL_CTX* ctx, const TrustStore& trust) {
+  STACK_OF(X509_NAME)* names = sk_X509_NAME_new_null();
+  if (names == nullptr) return false;
+  for (X509* ca : trust.all_cas()) {
+    const X509_NAME* subject = X509_get_subject_name(ca);
+    bool seen = false;
+    for (int i = 0; i < sk_X509_NAME_num(names) && !seen; ++i)
+      seen = X509_NAME_cmp(sk_X509_NAME_value(names, i), subject) == 0;
+    if (seen) continue;
+    X509_NAME* copy = X509_NAME_dup(subject);
+    if (copy == nullptr || sk_X509_NAME_push(names, copy) <= 0) {
+      X509_NAME_free(copy);
+      sk_X509_NAME_pop_free(names, X509_NAME_free);
+      return false;
+    }
+  }
+  SSL_CTX_set_client_CA_list(ctx, names);  // takes ownership
+  return true;
+}
+
+}  // namespace
+
+std::shared_ptr<const ServerContext> ServerContext::build(const ProxyConfig& config) {
+  const TlsSettings& tls = config.tls;
+  Diagnostics diags(config.file);
+  const SourcePos top{};
+  std::shared_ptr<ServerContext> sc(new ServerContext());
+  sc->mode_ = tls.client_cert;
+  sc->ctx_.reset(SSL_CTX_new(TLS_server_method()));
+  SSL_CTX* ctx = sc->ctx_.get();
+  if (ctx == nullptr || state_index() < 0) {
+    diags.add(top, "cannot create the TLS context: " + drain_openssl_errors());
+    throw policy::ConfigError(diags.take());
+  }
+
+  if (tls.min_version != TLS1_2_VERSION && tls.min_version != TLS1_3_VERSION) {
+    diags.add(top, "unsupported minimum TLS version " + std::to_string(tls.min_version));
+  } else if (SSL_CTX_set_min_proto_version(ctx, tls.min_version) != 1 ||
+             SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
+    diags.add(top, "cannot set the TLS versions: " + drain_openssl_errors());
+  }
+  if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1 ||
+      SSL_CTX_set1_groups_list(ctx, kGroups) != 1) {
+    diags.add(top, "cannot set the TLS ciphers or groups: " + drain_openssl_errors());
+  }
+  std::uint64_t options =
+      SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE;
+#ifdef SSL_OP_NO_CLIENT_RENEGOTIATION
+  options |= SSL_OP_NO_CLIENT_RENEGOTIATION;
+#endif
+  SSL_CTX_set_options(ctx, options);
+  SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+
+  X509* leaf = load_certificate_chain(ctx, tls.cert, diags);
+  if (leaf != nullptr) sc->server_not_after_ = asn1_to_time_t(X509_get0_notAfter(leaf));
+  load_private_key(ctx, leaf, tls, diags);
+
+  try {
+    sc->trust_ = TrustStore::load(tls.trust, config.file);
+  } catch (const policy::ConfigError& e) {
+    diags.add_all(e.diagnostics());
+  }
+  if (!diags.empty()) throw policy::ConfigError(diags.take());
+
+  // Client certificates: TrustStore::verify decides, not OpenSSL's default chain building.
+  int verify_mode = SSL_VERIFY_PEER;
+  if (tls.client_cert == ClientCertMode::kRequire) verify_mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+  SSL_CTX_set_verify(ctx, verify_mode, nullptr);
+  SSL_CTX_set_cert_verify_callback(ctx, verify_callback, nullptr);
+  if (!set_client_ca_list(ctx, *sc->trust_)) diags.add(top, "cannot build the client CA list");
+
+  // Resumption: stateless tickets only (no server-side cache), one per handshake, keyed by this
+  // SSL_CTX's own random ticket keys (so none survives a reload), carrying the verified community.
+  // The random session-id context also keeps sessions from ever matching another context.
+  std::array<unsigned char, SSL_MAX_SID_CTX_LENGTH> sid_ctx{};
+  if (RAND_bytes(sid_ctx.data(), static_cast<int>(sid_ctx.size())) != 1 ||
+      SSL_CTX_set_session_id_context(ctx, sid_ctx.data(), static_cast<unsigned>(sid_ctx.size())) !=
+          1) {
+    diags.add(top, "cannot set the session id context: " + drain_openssl_errors());
+  }
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_timeout(ctx, static_cast<long>(tls.session_ticket_lifetime_s));
+  SSL_CTX_set_num_tickets(ctx, 1);
+  if (SSL_CTX_set_session_ticket_cb(ctx, generate_ticket, decrypt_ticket, nullptr) != 1) {
+    diags.add(top, "cannot set the session ticket callbacks");
+  }
+  if (!diags.empty()) throw policy::ConfigError(diags.take());
+  ERR_clear_error();
+  return sc;
+}
+
+ssl::SslPtr ServerContext::new_ssl() const {
+  int idx = state_index();
+  if (idx < 0) return nullptr;
+  ssl::SslPtr ssl(SSL_new(ctx_.get()));
+  if (!ssl) return nullptr;
+  auto* st = new (std::nothrow) SslState{trust_, mode_, std::nullopt, std::nullopt};
+  if (st == nullptr) return nullptr;
+  if (SSL_set_ex_data(ssl.get(), idx, st) != 1) {
+    delete st;
+    return nullptr;
+  }
+  return ssl;
+}
+
+PeerVerification ServerContext::peer_verification(SSL* ssl) const {
+  PeerVerification pv;
+  const SslState* st = state_of(ssl);
+  if (st == nullptr) {
+    pv.result = not_ok(VerifyReason::kOther, "connection was not created by this TLS context");
+    return pv;
+  }
+  if (SSL_session_reused(ssl) == 1) {
+    pv.resumed = true;
+    pv.result = st->ticket
+                    ? *st->ticket
+                    : not_ok(VerifyReason::kOther, "resumed session without a verified identity");
+    return pv;
+  }
+  if (st->handshake) {
+    pv.result = *st->handshake;
+    return pv;
+  }
+  if (SSL_get0_peer_certificate(ssl) != nullptr) {  // cannot happen: a certificate is always judged
+    pv.result = not_ok(VerifyReason::kOther, "client certificate was not verified");
+    return pv;
+  }
+  pv.result = not_ok(VerifyReason::kNoCertificate, "no client certificate");
+  return pv;
+}
+
+VerifyReason ServerContext::failure_reason(SSL* ssl) const {
+  const SslState* st = state_of(ssl);
+  if (st != nullptr && st->handshake) {
+    if (!st->handshake->ok) return st->handshake->reason;
+    return VerifyReason::kProtocol;  // the chain was fine; something after it failed
+  }
+  // The handshake stopped while reading the client's Certificate message without judging any
+  // certificate: the client sent an empty one although require mode demands it.
+  if (mode_ == ClientCertMode::kRequire && ssl != nullptr && SSL_get_state(ssl) == TLS_ST_SR_CERT &&
+      SSL_get0_peer_certificate(ssl) == nullptr) {
+    return VerifyReason::kNoCertificate;
+  }
+  return VerifyReason::kProtocol;
+}
+
+}  // namespace fmp::proxy::tls
