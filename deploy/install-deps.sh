@@ -8,6 +8,7 @@ packages=(
   libevent-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev prometheus-cpp-dev doctest-dev
   libhttp-parser-dev libbenchmark-dev libsystemd-dev
   openssl curl python3 ca-certificates
+  prometheus  # prometheus + promtool for tests/integration/test_prometheus.py
 )
 
 missing=()

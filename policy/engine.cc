@@ -15,13 +15,13 @@ constexpr std::uint32_t bit(IndexField f) {
 /// Entry descriptions in a Bundle denial quote client-controlled text: keep them short.
 constexpr std::size_t kMaxQuotedPath = 200;
 
-std::string describe_entry(std::size_t number, const FhirRequest& entry) {
+std::string describe_entry(std::size_t index, const FhirRequest& entry) {
   std::string path = entry.path;
   if (path.size() > kMaxQuotedPath) {
     path.resize(kMaxQuotedPath);
     path += "...";
   }
-  return "entry " + std::to_string(number) + " (" + entry.method + " " + path + ")";
+  return "entry " + std::to_string(index) + " (" + entry.method + " " + path + ")";
 }
 
 }  // namespace
@@ -220,7 +220,8 @@ Decision Engine::evaluate_impl(const Identity& identity, const FhirRequest& requ
     d.effect = Effect::kDeny;
     d.mode = Mode::kEnforce;
     d.rule = std::move(e.rule);
-    std::string what = describe_entry(n + 1, entry) + ": ";
+    // 0-based, like Bundle.entry[n] and the classifier's bundle_error messages.
+    std::string what = describe_entry(n, entry) + ": ";
     if (e.reason == "no rule matched")
       d.reason = what + "denied by default (no rule matched)";
     else if (e.reason == "rule \"" + d.rule + "\" matched")

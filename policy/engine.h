@@ -24,6 +24,10 @@ namespace fmp::policy {
 /// ascending rule order and walks only those candidates. A rule can only match when one of its
 /// indexed values or prefixes is present, so the result is exactly the linear walk over all rules
 /// (evaluate_linear, kept as the reference).
+///
+/// Bundles: a denied entry is reported as `entry N (METHOD PATH): denied by rule "X"` (or `denied
+/// by default (no rule matched)`), N 0-based like Bundle.entry[N]; shadow results are the
+/// Bundle-level ones.
 class Engine final : public Policy {
  public:
   Engine(std::vector<Rule> rules, Effect default_effect, HipaaConfig hipaa);

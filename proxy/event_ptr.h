@@ -1,7 +1,7 @@
-// std::unique_ptr aliases for every libevent handle the proxy owns. One place for the deleters, so no
-// code path frees by hand. Destruction order matters with libevent: free every event, bufferevent,
-// listener and evhttp before the event_base they belong to (declare the base first in a class, so it
-// is destroyed last).
+// std::unique_ptr aliases for every libevent handle the proxy owns. One place for the deleters, so
+// no code path frees by hand. Destruction order matters with libevent: free every event,
+// bufferevent, listener and evhttp before the event_base they belong to (declare the base first in
+// a class, so it is destroyed last).
 #pragma once
 
 #include <event2/buffer.h>

@@ -34,7 +34,7 @@ std::string policy_yaml(int n) {
   std::string y = "default: deny\nrules:\n";
   y += "  - {name: metadata, effect: allow, when: {method: [GET, HEAD], path: /fhir/metadata}}\n";
   y += "  - {name: shadow-deletes, effect: deny, mode: shadow, when: {method: DELETE}}\n";
-  y += "  - {name: test-clients, effect: deny, when: {subject: {CN: \"test-*\"}}}\n";
+  y += "  - {name: test-clients, effect: deny, when: {subject: {CN: \"*.test\"}}}\n";
   for (int i = 3; i < n; ++i) {
     y.append("  - {name: r").append(std::to_string(i)).append(", effect: allow, when: {");
     switch (i % 3) {

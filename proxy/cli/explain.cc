@@ -91,6 +91,14 @@ void print_request(const policy::FhirRequest& r, const std::string& indent) {
 
 void print_text(const Explanation& x) {
   const policy::Identity& id = x.identity;
+  std::printf("Verification\n");
+  if (x.verification.ok)
+    line("result:", "ok (trust community " + x.verification.community + ")");
+  else
+    line("result:",
+         "failed: " + std::string(tls::to_string(x.verification.reason)) +
+             (x.verification.message.empty() ? "" : " (" + x.verification.message + ")"));
+
   std::printf("Identity\n");
   line("subject:", id.subject.rfc4514);
   line("issuer:", id.issuer.rfc4514);
@@ -106,14 +114,6 @@ void print_text(const Explanation& x) {
   line("trust:", id.trust);
   line("chain:", std::to_string(id.chain_der_b64.size()) + " intermediate(s) presented");
   for (const auto& n : id.notes) line("note:", n);
-
-  std::printf("Verification\n");
-  if (x.verification.ok)
-    line("result:", "ok (trust community " + x.verification.community + ")");
-  else
-    line("result:",
-         "failed: " + std::string(tls::to_string(x.verification.reason)) +
-             (x.verification.message.empty() ? "" : " (" + x.verification.message + ")"));
 
   std::printf("Request\n");
   if (x.path_error != policy::PathError::kOk) {

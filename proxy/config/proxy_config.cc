@@ -460,7 +460,7 @@ void read_document(Reader& r, const YAML::Node& root, ProxyConfig& c) {
     return;
   }
   auto m = r.mapping(doc, {"listen", "workers", "drain_timeout_ms", "tls", "upstream", "fhir_base",
-                           "policy", "identity_headers", "limits", "metrics", "audit"});
+                           "policy", "identity_headers", "limits", "metrics", "audit", "watch"});
   if (!m) return;
   r.require(*m, doc, {"listen", "tls", "upstream", "policy"});
   if (auto it = m->find("listen"); it != m->end())
@@ -485,6 +485,7 @@ void read_document(Reader& r, const YAML::Node& root, ProxyConfig& c) {
       }
     }
   }
+  if (auto it = m->find("watch"); it != m->end()) r.boolean(it->second, c.watch);
   if (auto it = m->find("audit"); it != m->end()) {
     if (auto am = r.mapping(it->second, {"path"})) {
       if (auto p = am->find("path"); p != am->end()) r.string(p->second, c.audit.path);

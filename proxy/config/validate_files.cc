@@ -180,8 +180,10 @@ void check_trust_dates(Collector& out, const TrustCommunity& tc, std::time_t now
   if (tc.crl.empty()) return;
   std::vector<X509_CRL*> all;
   std::vector<std::vector<ssl::X509CrlPtr>> per_file;
+  bool all_read = true;  // an unreadable CRL file is TrustStore::load's to report, once
   for (const FileRef& ref : tc.crl) {
     per_file.push_back(read_crls(ref.path));
+    all_read = all_read && !per_file.back().empty();
     for (const auto& crl : per_file.back()) {
       all.push_back(crl.get());
       const std::time_t next = tls::asn1_to_time_t(X509_CRL_get0_nextUpdate(crl.get()));
@@ -192,6 +194,7 @@ void check_trust_dates(Collector& out, const TrustCommunity& tc, std::time_t now
                                "refreshed");
     }
   }
+  if (!all_read) return;
   for (const auto& ca : cas) {
     bool covered = false;
     for (X509_CRL* crl : all)

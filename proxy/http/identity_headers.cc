@@ -15,6 +15,13 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+/// Lowercase with '_' as '-': the form reserved names are compared in.
+std::string folded(std::string_view s) {
+  std::string out = lower(s);
+  std::replace(out.begin(), out.end(), '_', '-');
+  return out;
+}
+
 void add_line(std::string& out, std::string_view name, std::string_view value) {
   if (value.empty()) return;
   out.append(name);
@@ -81,15 +88,18 @@ std::string xfcc_quoted(std::string_view s) {
 ReservedHeaders::ReservedHeaders(const IdentityHeaderNames& n) {
   for (const std::string* name :
        {&n.subject, &n.issuer, &n.san_uri, &n.hipaa, &n.fingerprint, &n.trust, &n.rule})
-    lower_.push_back(lower(*name));
+    lower_.push_back(folded(*name));
   for (const char* fixed : {"x-forwarded-client-cert", "client-cert", "client-cert-chain",
                             "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
     lower_.emplace_back(fixed);
 }
 
 bool ReservedHeaders::contains(std::string_view name) const {
+  // '_' counts as '-': CGI/WSGI-style servers map both to the same variable, so
+  // "X_Client_Subject_DN" would otherwise reach the server as the identity header.
+  const std::string key = folded(name);
   for (const auto& r : lower_)
-    if (iequals(r, name)) return true;
+    if (r == key) return true;
   return false;
 }
 

@@ -13,7 +13,8 @@ namespace fmp::proxy::http {
 
 /// Header names (lowercase) that the proxy owns: every configured identity header name,
 /// X-Forwarded-Client-Cert, Client-Cert, Client-Cert-Chain, X-Forwarded-For/-Proto/-Host and Forwarded.
-/// Every incoming copy of these, in any letter case, is removed before forwarding.
+/// Every incoming copy of these, in any letter case and with '_' for '-', is removed before
+/// forwarding.
 class ReservedHeaders {
  public:
   explicit ReservedHeaders(const IdentityHeaderNames& names);

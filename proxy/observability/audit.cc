@@ -18,7 +18,8 @@ namespace {
 
 using ordered_json = nlohmann::ordered_json;
 
-constexpr mode_t kAuditFileMode = 0640;  // audit records name people and systems: not world-readable
+constexpr mode_t kAuditFileMode =
+    0640;  // audit records name people and systems: not world-readable
 
 // Certificate fields may hold bytes that are not UTF-8: replace them instead of throwing.
 std::string dump(const ordered_json& j) {
@@ -33,7 +34,8 @@ int open_append(const std::string& path) {
   return ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, kAuditFileMode);
 }
 
-// FHIR AuditEvent.action: C create, R read, U update, D delete, E execute (search, operations, bundles).
+// FHIR AuditEvent.action: C create, R read, U update, D delete, E execute (search, operations,
+// bundles).
 const char* action_code(std::string_view interaction, std::string_view method) {
   if (interaction == "create") return "C";
   if (interaction == "read" || interaction == "vread" || interaction == "history" ||
@@ -61,7 +63,8 @@ bool is_restful_interaction(std::string_view i) {
   return false;
 }
 
-// FHIR AuditEvent.outcome: 0 success, 4 minor failure (denied, client error), 8 serious failure (5xx).
+// FHIR AuditEvent.outcome: 0 success, 4 minor failure (denied, client error), 8 serious failure
+// (5xx).
 const char* outcome_code(const AuditEvent& e) {
   if (e.decision == "deny") return "4";
   if (e.status >= 500) return "8";
@@ -86,7 +89,8 @@ std::string format_rfc3339_ms(std::chrono::system_clock::time_point t) {
   gmtime_r(&tt, &tm);
   char buf[64];
   std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(frac));
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(frac));
   return buf;
 }
 
@@ -155,10 +159,10 @@ std::string to_fhir_audit_event(const AuditEvent& e) {
 
   j["source"] = {
       {"observer", {{"display", "fhir-mtls-proxy"}}},
-      {"type",
-       ordered_json::array({{{"system", "http://terminology.hl7.org/CodeSystem/security-source-type"},
-                             {"code", "4"},
-                             {"display", "Application Server"}}})}};
+      {"type", ordered_json::array(
+                   {{{"system", "http://terminology.hl7.org/CodeSystem/security-source-type"},
+                     {"code", "4"},
+                     {"display", "Application Server"}}})}};
 
   ordered_json details = ordered_json::array();
   auto detail = [&details](const char* type, const std::string& value) {
@@ -284,19 +288,17 @@ void AuditLog::run() {
   std::string out;
   std::unique_lock lock(mutex_);
   for (;;) {
-    wake_.wait(lock, [&] {
-      return stopping_ || !queue_.empty() || reopen_requested_ != reopen_done_;
-    });
+    wake_.wait(lock,
+               [&] { return stopping_ || !queue_.empty() || reopen_requested_ != reopen_done_; });
     if (stopping_ && queue_.empty() && reopen_requested_ == reopen_done_) return;
     const std::uint64_t reopen_target = reopen_requested_;
     const bool want_reopen = reopen_target != reopen_done_;
     batch.swap(queue_);
     lock.unlock();
 
-    // Reopen before writing the batch: every event queued after reopen() returned is in this batch or
-    // a later one, so it lands in the new file.
-    bool reopen_ok = true;
-    if (want_reopen) reopen_ok = do_reopen();
+    // Reopen before writing the batch: every event queued after reopen() returned is in this batch
+    // or a later one, so it lands in the new file. A failed reopen is retried with every batch.
+    if (want_reopen || reopen_failing_) reopen_failing_ = !do_reopen();
 
     out.clear();
     std::uint64_t unformatted = 0;
@@ -316,9 +318,8 @@ void AuditLog::run() {
 
     lock.lock();
     if (want_reopen) reopen_done_ = reopen_target;
-    if (!batch.empty()) healthy_ = write_ok && lost == 0;
-    else if (want_reopen) healthy_ = reopen_ok;
-    if (want_reopen && !reopen_ok) healthy_ = false;
+    if (!batch.empty()) last_write_ok_ = write_ok && lost == 0;
+    healthy_ = last_write_ok_ && !reopen_failing_;
     write_errors_ += lost;
     processed_ += batch.size();
     batch.clear();

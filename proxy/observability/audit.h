@@ -1,5 +1,5 @@
-// The audit log: one record per decided request (policy decision or 401), written off the data path by
-// a writer thread. Never the body, never the query string.
+// The audit log: one record per decided request (policy decision or 401), written off the data path
+// by a writer thread. Never the body, never the query string.
 #pragma once
 
 #include <chrono>
@@ -17,8 +17,8 @@ namespace fmp::proxy::observability {
 
 class Metrics;
 
-/// One audited request. Strings are copied as given; the serialisers replace invalid UTF-8 (certificate
-/// fields can carry anything) rather than fail.
+/// One audited request. Strings are copied as given; the serialisers replace invalid UTF-8
+/// (certificate fields can carry anything) rather than fail.
 struct AuditEvent {
   std::chrono::system_clock::time_point time;  ///< when the request was decided
   std::uint64_t connection_id = 0;
@@ -36,10 +36,10 @@ struct AuditEvent {
   std::string decision;          ///< "allow" | "deny" | "shadow_allow" | "shadow_deny"
   std::string rule;              ///< deciding rule, "default" when none matched
   std::string mode;              ///< "enforce" | "shadow"
-  std::string reason;            ///< why, when useful (e.g. "no rule matched", "certificate expired")
-  int status = 0;                ///< status sent downstream (upstream's, or the proxy's error status)
-  std::uint64_t bytes_in = 0;    ///< request body bytes received
-  std::uint64_t bytes_out = 0;   ///< response body bytes sent
+  std::string reason;          ///< why, when useful (e.g. "no rule matched", "certificate expired")
+  int status = 0;              ///< status sent downstream (upstream's, or the proxy's error status)
+  std::uint64_t bytes_in = 0;  ///< request body bytes received
+  std::uint64_t bytes_out = 0;  ///< response body bytes sent
   double duration_ms = 0;
   std::string client_address;  ///< "ip:port" of the downstream peer
 };
@@ -48,28 +48,30 @@ struct AuditEvent {
 std::string format_rfc3339_ms(std::chrono::system_clock::time_point t);
 
 /// One JSON object, no newline. Fields: time, connection_id, request_id, client, subject, san_uri,
-/// fingerprint, trust, hipaa, method, path, fhir_resource, fhir_interaction, fhir_operation, decision,
-/// rule, mode, reason, status, bytes_in, bytes_out, duration_ms. Every field is always present.
+/// fingerprint, trust, hipaa, method, path, fhir_resource, fhir_interaction, fhir_operation,
+/// decision, rule, mode, reason, status, bytes_in, bytes_out, duration_ms. Every field is always
+/// present.
 std::string to_json_line(const AuditEvent& e);
 
-/// The same event as a FHIR R4 AuditEvent resource (compact JSON, no newline): type rest, subtype the
-/// restful interaction, action C/R/U/D/E, outcome 0 (allowed and < 400), 4 (denied or 4xx), 8 (5xx);
-/// the client as the requesting agent, the proxy as the source observer, the path as the entity.
+/// The same event as a FHIR R4 AuditEvent resource (compact JSON, no newline): type rest, subtype
+/// the restful interaction, action C/R/U/D/E, outcome 0 (allowed and < 400), 4 (denied or 4xx), 8
+/// (5xx); the client as the requesting agent, the proxy as the source observer, the path as the
+/// entity.
 std::string to_fhir_audit_event(const AuditEvent& e);
 
 enum class AuditFormat { kJson, kFhir };
 /// "json" | "fhir"; false for anything else.
 bool parse_audit_format(const std::string& s, AuditFormat& out);
 
-/// An append-only audit file (or stdout) fed through a bounded queue by one writer thread, so the data
-/// path never waits on the disk. Thread-safe.
+/// An append-only audit file (or stdout) fed through a bounded queue by one writer thread, so the
+/// data path never waits on the disk. Thread-safe.
 class AuditLog {
  public:
   static constexpr std::size_t kDefaultCapacity = 65536;
 
   /// Opens `path` for appending ("-" = stdout) and starts the writer. `metrics` (may be null, must
-  /// outlive the log) counts dropped events and write errors. Throws std::runtime_error naming the path
-  /// when it cannot be opened (configuration time).
+  /// outlive the log) counts dropped events and write errors. Throws std::runtime_error naming the
+  /// path when it cannot be opened (configuration time).
   static std::unique_ptr<AuditLog> open(const std::string& path, AuditFormat format,
                                         Metrics* metrics = nullptr,
                                         std::size_t capacity = kDefaultCapacity);
@@ -83,16 +85,18 @@ class AuditLog {
   /// counted (the caller applies audit.on_failure).
   bool write(AuditEvent event);
 
-  /// Asks the writer to reopen the path (after logrotate moved the file); returns at once. Events queued
-  /// before the call may still go to the old file; events queued after flush() returns go to the new one.
+  /// Asks the writer to reopen the path (after logrotate moved the file); returns at once. Events
+  /// queued before the call may still go to the old file; events queued after flush() returns go to
+  /// the new one.
   void reopen();
 
-  /// Blocks until every event queued before the call is written (or failed) and every requested reopen
-  /// is done. For shutdown paths and tests.
+  /// Blocks until every event queued before the call is written (or failed) and every requested
+  /// reopen is done. For shutdown paths and tests.
   void flush();
 
-  /// False after the last write or reopen failed (disk full, unwritable, removed directory); true again
-  /// after one succeeds.
+  /// False while the last write failed (disk full, unwritable) or a requested reopen has not
+  /// succeeded yet (the writer keeps appending to the old file and retries the reopen with every
+  /// batch).
   bool healthy() const;
 
   std::uint64_t dropped() const;
@@ -108,18 +112,21 @@ class AuditLog {
   const AuditFormat format_;
   Metrics* const metrics_;
   const std::size_t capacity_;
-  int fd_;  ///< owned unless path_ is "-" (stdout); only the writer thread touches it after construction
+  int fd_;  ///< owned unless path_ is "-" (stdout); only the writer thread touches it after
+            ///< construction
 
   mutable std::mutex mutex_;
-  std::condition_variable wake_;   ///< writer: events, reopen or stop
-  std::condition_variable done_;   ///< flush(): progress
+  std::condition_variable wake_;  ///< writer: events, reopen or stop
+  std::condition_variable done_;  ///< flush(): progress
   std::deque<AuditEvent> queue_;
-  std::uint64_t queued_ = 0;       ///< events accepted so far
-  std::uint64_t processed_ = 0;    ///< events written or failed so far
+  std::uint64_t queued_ = 0;     ///< events accepted so far
+  std::uint64_t processed_ = 0;  ///< events written or failed so far
   std::uint64_t reopen_requested_ = 0;
   std::uint64_t reopen_done_ = 0;
   bool stopping_ = false;
   bool healthy_ = true;
+  bool last_write_ok_ = true;    ///< writer thread only
+  bool reopen_failing_ = false;  ///< writer thread only
   std::uint64_t dropped_ = 0;
   std::uint64_t write_errors_ = 0;
   std::thread writer_;  ///< last: started after every other member exists

@@ -183,8 +183,8 @@ std::string_view resource_slot_label(std::size_t slot) {
 }
 
 constexpr tls::VerifyReason kAllReasons[] = {
-    tls::VerifyReason::kNone,    tls::VerifyReason::kNoCertificate, tls::VerifyReason::kUntrusted,
-    tls::VerifyReason::kExpired, tls::VerifyReason::kNotYetValid,   tls::VerifyReason::kRevoked,
+    tls::VerifyReason::kNone,     tls::VerifyReason::kNoCertificate, tls::VerifyReason::kUntrusted,
+    tls::VerifyReason::kExpired,  tls::VerifyReason::kNotYetValid,   tls::VerifyReason::kRevoked,
     tls::VerifyReason::kProtocol, tls::VerifyReason::kOther,
 };
 
@@ -192,14 +192,21 @@ constexpr tls::VerifyReason kAllReasons[] = {
 std::size_t handshake_slot(bool ok, tls::VerifyReason reason) {
   if (ok) return 0;
   switch (reason) {
-    case tls::VerifyReason::kNoCertificate: return 1;
-    case tls::VerifyReason::kUntrusted: return 2;
-    case tls::VerifyReason::kExpired: return 3;
-    case tls::VerifyReason::kNotYetValid: return 4;
-    case tls::VerifyReason::kRevoked: return 5;
-    case tls::VerifyReason::kProtocol: return 6;
+    case tls::VerifyReason::kNoCertificate:
+      return 1;
+    case tls::VerifyReason::kUntrusted:
+      return 2;
+    case tls::VerifyReason::kExpired:
+      return 3;
+    case tls::VerifyReason::kNotYetValid:
+      return 4;
+    case tls::VerifyReason::kRevoked:
+      return 5;
+    case tls::VerifyReason::kProtocol:
+      return 6;
     case tls::VerifyReason::kNone:  // a failure must name a reason: count it as "other"
-    case tls::VerifyReason::kOther: return 7;
+    case tls::VerifyReason::kOther:
+      return 7;
   }
   return 7;
 }
@@ -215,7 +222,9 @@ const prometheus::Histogram::BucketBoundaries& duration_buckets() {
 constexpr DecisionLabel kAllDecisions[] = {DecisionLabel::kAllow, DecisionLabel::kDeny,
                                            DecisionLabel::kShadowAllow, DecisionLabel::kShadowDeny};
 
-std::size_t index_of(DecisionLabel d) { return static_cast<std::size_t>(d); }
+std::size_t index_of(DecisionLabel d) {
+  return static_cast<std::size_t>(d);
+}
 
 prometheus::Labels labels(std::initializer_list<std::pair<const std::string, std::string>> l) {
   return prometheus::Labels(l);
@@ -225,38 +234,55 @@ prometheus::Labels labels(std::initializer_list<std::pair<const std::string, std
 
 std::string_view to_string(DecisionLabel d) {
   switch (d) {
-    case DecisionLabel::kAllow: return "allow";
-    case DecisionLabel::kDeny: return "deny";
-    case DecisionLabel::kShadowAllow: return "shadow_allow";
-    case DecisionLabel::kShadowDeny: return "shadow_deny";
+    case DecisionLabel::kAllow:
+      return "allow";
+    case DecisionLabel::kDeny:
+      return "deny";
+    case DecisionLabel::kShadowAllow:
+      return "shadow_allow";
+    case DecisionLabel::kShadowDeny:
+      return "shadow_deny";
   }
   return "deny";
 }
 
 std::string_view to_string(UpstreamError e) {
   switch (e) {
-    case UpstreamError::kConnect: return "connect";
-    case UpstreamError::kReset: return "reset";
-    case UpstreamError::kTimeout: return "timeout";
+    case UpstreamError::kConnect:
+      return "connect";
+    case UpstreamError::kReset:
+      return "reset";
+    case UpstreamError::kTimeout:
+      return "timeout";
   }
   return "connect";
 }
 
 std::string_view handshake_reason_label(tls::VerifyReason r) {
   switch (r) {
-    case tls::VerifyReason::kNone: return "none";
-    case tls::VerifyReason::kNoCertificate: return "no_certificate";
-    case tls::VerifyReason::kUntrusted: return "untrusted";
-    case tls::VerifyReason::kExpired: return "expired";
-    case tls::VerifyReason::kNotYetValid: return "not_yet_valid";
-    case tls::VerifyReason::kRevoked: return "revoked";
-    case tls::VerifyReason::kProtocol: return "protocol";
-    case tls::VerifyReason::kOther: return "other";
+    case tls::VerifyReason::kNone:
+      return "none";
+    case tls::VerifyReason::kNoCertificate:
+      return "no_certificate";
+    case tls::VerifyReason::kUntrusted:
+      return "untrusted";
+    case tls::VerifyReason::kExpired:
+      return "expired";
+    case tls::VerifyReason::kNotYetValid:
+      return "not_yet_valid";
+    case tls::VerifyReason::kRevoked:
+      return "revoked";
+    case tls::VerifyReason::kProtocol:
+      return "protocol";
+    case tls::VerifyReason::kOther:
+      return "other";
   }
   return "other";
 }
 
-std::span<const std::string_view> fhir_r4_resource_types() { return kR4Resources; }
+std::span<const std::string_view> fhir_r4_resource_types() {
+  return kR4Resources;
+}
 
 std::string_view fhir_resource_label(std::string_view resource) {
   return resource_slot_label(resource_slot(resource));
@@ -329,10 +355,11 @@ Metrics::Metrics()
                                    .Name("fhir_mtls_proxy_request_duration_seconds")
                                    .Help("End-to-end request duration.")
                                    .Register(*registry_)),
-      upstream_duration_family_(prometheus::BuildHistogram()
-                                    .Name("fhir_mtls_proxy_upstream_duration_seconds")
-                                    .Help("Upstream exchange duration, request sent to response end.")
-                                    .Register(*registry_)),
+      upstream_duration_family_(
+          prometheus::BuildHistogram()
+              .Name("fhir_mtls_proxy_upstream_duration_seconds")
+              .Help("Upstream exchange duration, request sent to response end.")
+              .Register(*registry_)),
       fhir_counters_(std::make_unique<std::atomic<prometheus::Counter*>[]>(
           kInteractionCount * kResourceSlots * kDecisionLabelCount)) {
   static_assert(kResourceSlots == kR4Count + 2, "R4 names + other + system");
@@ -365,12 +392,14 @@ Metrics::Metrics()
   bind_rules({});  // the "default" series exist before any policy is loaded
 }
 
-std::shared_ptr<const RuleCounters> Metrics::bind_rules(const std::vector<std::string>& rule_names) {
+std::shared_ptr<const RuleCounters> Metrics::bind_rules(
+    const std::vector<std::string>& rule_names) {
   auto counters = std::make_shared<RuleCounters>();
   auto make_row = [this](const std::string& rule) {
     RuleCounters::Row row{};
     for (auto d : kAllDecisions) {
-      row[index_of(d)] = &requests_.Add(labels({{"decision", std::string(to_string(d))}, {"rule", rule}}));
+      row[index_of(d)] =
+          &requests_.Add(labels({{"decision", std::string(to_string(d))}, {"rule", rule}}));
     }
     return row;
   };
@@ -381,7 +410,8 @@ std::shared_ptr<const RuleCounters> Metrics::bind_rules(const std::vector<std::s
   return counters;
 }
 
-void Metrics::count_decision(const RuleCounters& rules, DecisionLabel decision, std::string_view rule) {
+void Metrics::count_decision(const RuleCounters& rules, DecisionLabel decision,
+                             std::string_view rule) {
   rules.row(rule)[index_of(decision)]->Increment();
 }
 
@@ -399,18 +429,22 @@ void Metrics::count_fhir(policy::Interaction interaction, std::string_view resou
     std::lock_guard lock(fhir_create_mutex_);
     counter = cell.load(std::memory_order_relaxed);
     if (counter == nullptr) {
-      counter = &fhir_requests_.Add(
-          labels({{"interaction", std::string(policy::to_string(static_cast<policy::Interaction>(i)))},
-                  {"resource", std::string(resource_slot_label(slot))},
-                  {"decision", std::string(to_string(decision))}}));
+      counter = &fhir_requests_.Add(labels(
+          {{"interaction", std::string(policy::to_string(static_cast<policy::Interaction>(i)))},
+           {"resource", std::string(resource_slot_label(slot))},
+           {"decision", std::string(to_string(decision))}}));
       cell.store(counter, std::memory_order_release);
     }
   }
   counter->Increment();
 }
 
-void Metrics::observe_request(double seconds) { request_duration_->Observe(seconds); }
-void Metrics::observe_upstream(double seconds) { upstream_duration_->Observe(seconds); }
+void Metrics::observe_request(double seconds) {
+  request_duration_->Observe(seconds);
+}
+void Metrics::observe_upstream(double seconds) {
+  upstream_duration_->Observe(seconds);
+}
 
 void Metrics::count_handshake(bool ok, tls::VerifyReason reason) {
   handshake_counters_[handshake_slot(ok, reason)]->Increment();
@@ -425,10 +459,16 @@ void Metrics::count_response(int status) {
   response_counters_[static_cast<std::size_t>(status / 100 - 2)]->Increment();
 }
 
-void Metrics::connection_opened() { active_connections_->Increment(); }
-void Metrics::connection_closed() { active_connections_->Decrement(); }
+void Metrics::connection_opened() {
+  active_connections_->Increment();
+}
+void Metrics::connection_closed() {
+  active_connections_->Decrement();
+}
 
-void Metrics::add_upstream_idle(int delta) { upstream_idle_->Increment(static_cast<double>(delta)); }
+void Metrics::add_upstream_idle(int delta) {
+  upstream_idle_->Increment(static_cast<double>(delta));
+}
 
 void Metrics::reload(bool ok, double now_seconds) {
   if (ok) {
@@ -439,9 +479,13 @@ void Metrics::reload(bool ok, double now_seconds) {
   }
 }
 
-void Metrics::policy_loaded(double now_seconds) { last_reload_->Set(now_seconds); }
+void Metrics::policy_loaded(double now_seconds) {
+  last_reload_->Set(now_seconds);
+}
 
-void Metrics::set_policy_rules(std::size_t n) { policy_rules_->Set(static_cast<double>(n)); }
+void Metrics::set_policy_rules(std::size_t n) {
+  policy_rules_->Set(static_cast<double>(n));
+}
 
 void Metrics::set_expiry(const std::string& cert_label, double unix_seconds) {
   std::lock_guard lock(expiry_mutex_);
@@ -485,8 +529,12 @@ std::vector<std::pair<std::string, double>> Metrics::expiries_of(
   return out;
 }
 
-void Metrics::count_audit_dropped() { audit_dropped_->Increment(); }
-void Metrics::count_audit_write_error() { audit_write_errors_->Increment(); }
+void Metrics::count_audit_dropped() {
+  audit_dropped_->Increment();
+}
+void Metrics::count_audit_write_error() {
+  audit_write_errors_->Increment();
+}
 
 std::string Metrics::render() const {
   return prometheus::TextSerializer().Serialize(registry_->Collect());

@@ -1,7 +1,8 @@
-// The proxy's Prometheus metrics: one object, created once and passed to whoever counts (no globals).
-// Every family is created in the constructor; bounded label series are pre-created so dashboards show
-// zeros rather than nothing. No label ever carries a client-controlled or unbounded value: rule names
-// come from the loaded policy, resources from the fixed FHIR R4 list, everything else from enums.
+// The proxy's Prometheus metrics: one object, created once and passed to whoever counts (no
+// globals). Every family is created in the constructor; bounded label series are pre-created so
+// dashboards show zeros rather than nothing. No label ever carries a client-controlled or unbounded
+// value: rule names come from the loaded policy, resources from the fixed FHIR R4 list, everything
+// else from enums.
 #pragma once
 
 #include <prometheus/counter.h>
@@ -40,19 +41,20 @@ inline constexpr std::size_t kUpstreamErrorCount = 3;
 std::string_view to_string(UpstreamError e);
 
 /// The `reason` label of tls_handshakes_total, fixed by the contract: "none", "no_certificate",
-/// "untrusted", "expired", "not_yet_valid", "revoked", "protocol", "other". Owned here (not taken from
-/// tls::to_string) so the exported label set cannot drift from the contract.
+/// "untrusted", "expired", "not_yet_valid", "revoked", "protocol", "other". Owned here (not taken
+/// from tls::to_string) so the exported label set cannot drift from the contract.
 std::string_view handshake_reason_label(tls::VerifyReason r);
 
 /// The FHIR R4 (4.0.1) resource type names, sorted. The only values of the `resource` label.
 std::span<const std::string_view> fhir_r4_resource_types();
 /// The `resource` label for a request's resource: the R4 name itself, "system" for "" (system-level
-/// interactions and paths outside FHIR), "other" for anything else (client-controlled, so never exported).
+/// interactions and paths outside FHIR), "other" for anything else (client-controlled, so never
+/// exported).
 std::string_view fhir_resource_label(std::string_view resource);
 
 /// Counters of requests_total for the rules of one policy snapshot: rule name -> one counter per
-/// decision, plus "default" for requests no rule decided. Immutable once built, so lookups need no lock;
-/// share it with the policy snapshot it was built for.
+/// decision, plus "default" for requests no rule decided. Immutable once built, so lookups need no
+/// lock; share it with the policy snapshot it was built for.
 class RuleCounters {
  public:
   using Row = std::array<prometheus::Counter*, kDecisionLabelCount>;
@@ -73,9 +75,10 @@ class RuleCounters {
   Row default_row_{};
 };
 
-/// Owns a prometheus::Registry with every family of the contract. All counting methods are thread-safe.
-/// Hot-path methods (count_*, observe_*, connection_*) take no lock of ours and allocate nothing;
-/// prometheus-cpp counters and gauges are atomics, its histograms take a short per-histogram mutex.
+/// Owns a prometheus::Registry with every family of the contract. All counting methods are
+/// thread-safe. Hot-path methods (count_*, observe_*, connection_*) take no lock of ours and
+/// allocate nothing; prometheus-cpp counters and gauges are atomics, its histograms take a short
+/// per-histogram mutex.
 class Metrics {
  public:
   Metrics();
@@ -83,17 +86,19 @@ class Metrics {
   Metrics& operator=(const Metrics&) = delete;
 
   /// Creates (or finds) the requests_total series of these rules and of "default". Takes
-  /// prometheus-cpp's family lock: call once per policy load/reload, never per request. Series of rules
-  /// dropped by a later reload stay exported with their final counts (counters never go back).
+  /// prometheus-cpp's family lock: call once per policy load/reload, never per request. Series of
+  /// rules dropped by a later reload stay exported with their final counts (counters never go
+  /// back).
   std::shared_ptr<const RuleCounters> bind_rules(const std::vector<std::string>& rule_names);
 
   /// requests_total{decision, rule}: `rule` as bound, anything else counts as "default".
   void count_decision(const RuleCounters& rules, DecisionLabel decision, std::string_view rule);
 
-  /// fhir_requests_total{interaction, resource, decision}. The label space (14 x 148 x 4) is too big
-  /// to expose empty, so a series is created on its first use (under a mutex, once per series); every
-  /// later call is a lock-free atomic load plus an atomic add.
-  void count_fhir(policy::Interaction interaction, std::string_view resource, DecisionLabel decision);
+  /// fhir_requests_total{interaction, resource, decision}. The label space (14 x 148 x 4) is too
+  /// big to expose empty, so a series is created on its first use (under a mutex, once per series);
+  /// every later call is a lock-free atomic load plus an atomic add.
+  void count_fhir(policy::Interaction interaction, std::string_view resource,
+                  DecisionLabel decision);
 
   /// request_duration_seconds (end to end) and upstream_duration_seconds.
   void observe_request(double seconds);
@@ -105,7 +110,8 @@ class Metrics {
 
   void count_upstream_error(UpstreamError kind);
 
-  /// responses_total{code_class}: statuses 200..599 sent downstream; others (1xx interim) not counted.
+  /// responses_total{code_class}: statuses 200..599 sent downstream; others (1xx interim) not
+  /// counted.
   void count_response(int status);
 
   /// active_connections: accepted downstream connections that are open.
@@ -117,20 +123,22 @@ class Metrics {
   /// Same as add_upstream_idle (the name of the interface sketch).
   void set_upstream_idle(int delta) { add_upstream_idle(delta); }
 
-  /// policy_reloads_total{result}; on success also policy_last_reload_timestamp_seconds = now_seconds.
+  /// policy_reloads_total{result}; on success also policy_last_reload_timestamp_seconds =
+  /// now_seconds.
   void reload(bool ok, double now_seconds);
   /// The initial load: sets policy_last_reload_timestamp_seconds without counting a reload.
   void policy_loaded(double now_seconds);
   /// policy_rules: every rule of the serving policy, shadow ones included.
   void set_policy_rules(std::size_t n);
 
-  /// certificate_expiry_timestamp_seconds{cert=cert_label}; labels come from configuration ("server",
-  /// "trust:NAME", "crl:NAME"). Takes the family lock: load/reload only.
+  /// certificate_expiry_timestamp_seconds{cert=cert_label}; labels come from configuration
+  /// ("server", "trust:NAME", "crl:NAME"). Takes the family lock: load/reload only.
   void set_expiry(const std::string& cert_label, double unix_seconds);
   /// Replaces the whole expiry set (a reload that removed a trust community removes its series).
   void set_expiries(const std::vector<std::pair<std::string, double>>& expiries);
-  /// The expiry series of a trust store's TrustStore::expiries(): "trust:NAME" (earliest CA notAfter)
-  /// and, for communities with CRLs, "crl:NAME" (earliest nextUpdate). Append ("server", notAfter).
+  /// The expiry series of a trust store's TrustStore::expiries(): "trust:NAME" (earliest CA
+  /// notAfter) and, for communities with CRLs, "crl:NAME" (earliest nextUpdate). Append ("server",
+  /// notAfter).
   static std::vector<std::pair<std::string, double>> expiries_of(
       const std::vector<tls::TrustStore::Expiry>& trust);
 
@@ -181,7 +189,8 @@ class Metrics {
   prometheus::Histogram* request_duration_ = nullptr;
   prometheus::Histogram* upstream_duration_ = nullptr;
 
-  /// fhir_requests_total series, created on first use; index (interaction, resource slot, decision).
+  /// fhir_requests_total series, created on first use; index (interaction, resource slot,
+  /// decision).
   std::unique_ptr<std::atomic<prometheus::Counter*>[]> fhir_counters_;
   std::mutex fhir_create_mutex_;
 

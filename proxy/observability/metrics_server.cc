@@ -70,8 +70,8 @@ int bind_listener(const std::string& listen) {
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> owned(found, &freeaddrinfo);
   std::string last_error = "no address";
   for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    const int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                          ai->ai_protocol);
+    const int fd =
+        socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0) {
       last_error = std::strerror(errno);
       continue;
@@ -120,12 +120,14 @@ constexpr const char* kTextPlain = "text/plain; charset=utf-8";
 MetricsServer::MetricsServer(const Metrics& metrics, std::function<bool()> ready)
     : metrics_(metrics), ready_(std::move(ready)) {}
 
-MetricsServer::~MetricsServer() { stop(); }
+MetricsServer::~MetricsServer() {
+  stop();
+}
 
 void MetricsServer::start(const std::string& listen) {
   if (thread_.joinable()) throw std::runtime_error("metrics server already running");
-  // event_base_loopexit from stop() runs on another thread: the base must be created with libevent's
-  // locking on. Calling this again with the same pthreads callbacks is a no-op.
+  // event_base_loopexit from stop() runs on another thread: the base must be created with
+  // libevent's locking on. Calling this again with the same pthreads callbacks is a no-op.
   evthread_use_pthreads();
 
   const int fd = bind_listener(listen);

@@ -183,6 +183,12 @@ void Connection::on_down_event(short events) {
 
 void Connection::handshake_failed() {
   SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  if (ssl != nullptr && SSL_get_rbio(ssl) != nullptr && BIO_number_read(SSL_get_rbio(ssl)) == 0) {
+    // Closed before sending a byte: a TCP health check or port probe, not a handshake attempt.
+    down_phase_ = Down::kClosing;
+    close_now();
+    return;
+  }
   const tls::VerifyReason reason =
       ssl ? conn_state_->tls->failure_reason(ssl) : tls::VerifyReason::kProtocol;
   worker_.services().metrics.count_handshake(false, reason);
@@ -282,10 +288,17 @@ void Connection::reject_malformed() {
                               {{"connection", std::to_string(id_)},
                                {"client", client_address_},
                                {"error", req_parser_.error_message()}});
-  if (response_started_ || up_phase_ != Up::kNone) {
-    // The request was already being relayed: the upstream has part of it; cut both sides.
+  if (response_started_) {
+    // Part of the response went out: no rejection can follow it; cut both sides.
     close_now();
     return;
+  }
+  if (up_phase_ != Up::kNone) {
+    // The body was being streamed: the upstream holds an incomplete request, so its connection is
+    // dropped (never pooled) and the client still gets its 400/413.
+    release_upstream(false);
+    up_phase_ = Up::kNone;
+    forwarding_ = false;
   }
   if (r == http::Rejection::kBodyTooLarge && started_ != Clock::time_point{})
     audit(413, "deny", "request body exceeds max_body_bytes");
@@ -322,6 +335,8 @@ void Connection::begin_request() {
     fhir_.path = path_;
     decision_.rule = "default";
     decision_.reason = "client certificate " + std::string(tls::to_string(cert_reason_));
+    worker_.services().metrics.count_decision(*req_state_->rule_counters, DecisionLabel::kDeny,
+                                              decision_.rule);
     audit(401, "deny", decision_.reason);
     reject(expired ? http::Rejection::kExpired : http::Rejection::kSecurity,
            "client certificate rejected: " + std::string(tls::to_string(cert_reason_)),
@@ -609,7 +624,9 @@ void Connection::finish_response() {
   up_phase_ = Up::kNone;
   worker_.services().metrics.observe_upstream(seconds_since(upstream_started_));
   complete_request(resp_parser_.head().status);
-  if (close_after_response_) {
+  // Draining: a response whose head went out before the stop began ends the connection too, or it
+  // would linger as an idle keep-alive one until the drain deadline.
+  if (close_after_response_ || draining_) {
     close_after_flush();
     return;
   }
@@ -619,6 +636,9 @@ void Connection::finish_response() {
 void Connection::next_request() {
   req_parser_.reset();
   audited_ = false;
+  // Per-request flags start clean: a stale response_started_ made a malformed next request end
+  // in a bare close instead of its 400.
+  response_started_ = close_after_response_ = false;
   started_ = Clock::time_point{};
   down_phase_ = Down::kHead;
   req_state_.reset();

@@ -14,9 +14,11 @@
 #include <memory>
 #include <vector>
 
+#include "proxy/config/proxy_config.h"
 #include "proxy/observability/audit.h"
 #include "proxy/observability/metrics.h"
 #include "proxy/observability/metrics_server.h"
+#include "proxy/server/file_watcher.h"
 #include "proxy/server/runtime_state.h"
 #include "proxy/server/worker.h"
 
@@ -56,8 +58,69 @@ void notify_systemd(const char* message) {
   close(fd);
 }
 
+/// How long the file watcher waits after the last change of a burst before it asks for a reload.
+constexpr std::chrono::milliseconds kWatchDebounce{200};
+
+/// Every file a configuration is read from: proxy.yaml and each file (or policy directory) it names.
+std::vector<std::string> config_files(const std::string& config_path, const ProxyConfig& c) {
+  std::vector<std::string> files{config_path, c.policy.path, c.tls.cert.path, c.tls.key.path};
+  for (const auto& t : c.tls.trust) {
+    files.push_back(t.ca.path);
+    for (const auto& crl : t.crl) files.push_back(crl.path);
+  }
+  if (!c.upstream.ca.path.empty()) files.push_back(c.upstream.ca.path);
+  return files;
+}
+
+/// The digest of what a reload is about to read, taken BEFORE it reads: a change made while it
+/// reads makes the next watcher event differ, so no change is ever missed.
+std::string digest_before_load(const std::string& config_path) {
+  try {
+    return content_digest(config_files(config_path, load_proxy_config(config_path)));
+  } catch (const policy::ConfigError&) {
+    return content_digest({config_path});  // the load reports the error
+  }
+}
+
+/// Why a reload runs: SIGHUP always reloads; the watcher's request only when the files' content
+/// differs from what the last reload read (an event that changed nothing counts nothing).
+enum class ReloadTrigger { kSignal, kWatcher };
+
+/// The file watcher's wake-up for the main thread: a real-time signal of its own, so it never
+/// merges with (and so never swallows) an operator's SIGHUP.
+int watch_signal() { return SIGRTMIN + 1; }
+
+/// Starts or stops the watcher to match `config.watch`, and points it at the files `config` names.
+void update_watcher(std::unique_ptr<FileWatcher>& watcher, const std::string& config_path,
+                    const ProxyConfig& config, Logger& log) {
+  if (!config.watch) {
+    if (watcher) log.info("no longer watching the configuration files (watch: false)");
+    watcher.reset();
+    return;
+  }
+  std::vector<std::string> files = config_files(config_path, config);
+  if (watcher) {
+    watcher->set_paths(std::move(files));
+    return;
+  }
+  try {
+    const pid_t self = getpid();
+    const int sig = watch_signal();
+    watcher = std::make_unique<FileWatcher>(std::move(files), kWatchDebounce,
+                                            [self, sig] { kill(self, sig); }, log);
+    log.info("watching the configuration files; a change reloads like SIGHUP");
+  } catch (const std::exception& e) {
+    log.warn("cannot watch the configuration files; reload with SIGHUP",
+             {{"error", e.what()}});
+  }
+}
+
 void reload(const std::string& path, StateHolder& holder, observability::Metrics& metrics,
-            Logger& log) {
+            Logger& log, ReloadTrigger trigger, std::string& last_digest) {
+  const std::string digest = digest_before_load(path);
+  if (trigger == ReloadTrigger::kWatcher && digest == last_digest && !digest.empty()) return;
+  last_digest = digest;
+  if (trigger == ReloadTrigger::kWatcher) log.info("configuration files changed; reloading");
   notify_systemd("RELOADING=1");
   const StatePtr old = holder.get();
   try {
@@ -93,10 +156,11 @@ int serve(const std::string& config_path, Logger& log) {
   // Signals are taken synchronously by this thread (sigwait); workers inherit the blocked mask.
   sigset_t signals;
   sigemptyset(&signals);
-  for (int s : {SIGHUP, SIGTERM, SIGINT, SIGUSR1}) sigaddset(&signals, s);
+  for (int s : {SIGHUP, SIGTERM, SIGINT, SIGUSR1, watch_signal()}) sigaddset(&signals, s);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   observability::Metrics metrics;
+  std::string last_digest = digest_before_load(config_path);
   StatePtr initial;
   try {
     initial = build_runtime_state(config_path, metrics);
@@ -135,6 +199,8 @@ int serve(const std::string& config_path, Logger& log) {
     return 1;
   }
   for (auto& w : workers) w->start();
+  std::unique_ptr<FileWatcher> watcher;  // after the workers: its thread inherits the signal mask
+  update_watcher(watcher, config_path, config, log);
   ready = true;
   notify_systemd("READY=1");
   log.info("listening", {{"listen", config.listen},
@@ -144,9 +210,11 @@ int serve(const std::string& config_path, Logger& log) {
   for (;;) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
-    if (sig == SIGHUP) {
-      reload(config_path, holder, metrics, log);
-      audit->reopen();
+    if (sig == SIGHUP || sig == watch_signal()) {
+      const auto trigger = sig == SIGHUP ? ReloadTrigger::kSignal : ReloadTrigger::kWatcher;
+      reload(config_path, holder, metrics, log, trigger, last_digest);
+      if (trigger == ReloadTrigger::kSignal) audit->reopen();  // logrotate's postrotate hook
+      update_watcher(watcher, config_path, holder.get()->config, log);
     } else if (sig == SIGUSR1) {
       audit->reopen();
       log.info("audit log reopened");
@@ -156,6 +224,7 @@ int serve(const std::string& config_path, Logger& log) {
   }
 
   notify_systemd("STOPPING=1");
+  watcher.reset();
   ready = false;
   log.info("stopping: draining in-flight requests",
            {{"drain_timeout_ms", std::to_string(holder.get()->config.drain_timeout_ms)}});

@@ -11,7 +11,6 @@
 #include <openssl/rand.h>
 
 #include <array>
-#include <cstring>
 #include <new>
 #include <string_view>
 #include <utility>

@@ -34,6 +34,10 @@ class ExampleSetup:
                                                   "policy: " + self.policy_yaml)
         self.write()
 
+    def rule_count(self):
+        """The number of rules in the example policy (it may grow; the tests should not care)."""
+        return sum(1 for l in self.policy_text.splitlines() if l.lstrip().startswith("- name:"))
+
     def cert(self, name):
         """Path of a file minted by mint.sh."""
         return os.path.join(self.pki, name)
@@ -58,6 +62,6 @@ def position(text, needle, value):
     """(line, column), 1-based, of `value` on the first line of `text` containing `needle`."""
     for number, line in enumerate(text.splitlines(), start=1):
         if needle in line:
-            column = line.index(value, line.index(needle)) + 1
+            column = line.index(value) + 1
             return number, column
     raise AssertionError("%r not found" % needle)

@@ -202,13 +202,13 @@ TEST_CASE("a Bundle is allowed only when the Bundle and every entry are allowed"
   d = p->evaluate(id, bundle);
   CHECK_FALSE(d.allowed());
   CHECK(d.rule == "no-delete");
-  CHECK(d.reason == "entry 3 (DELETE /fhir/Patient/1): denied by rule \"no-delete\"");
+  CHECK(d.reason == "entry 2 (DELETE /fhir/Patient/1): denied by rule \"no-delete\"");
 
   bundle.entries.erase(bundle.entries.begin() + 2);  // the unmatched Observation read remains
   d = p->evaluate(id, bundle);
   CHECK_FALSE(d.allowed());
   CHECK(d.rule == "default");
-  CHECK(d.reason == "entry 3 (GET /fhir/Observation/1): denied by default (no rule matched)");
+  CHECK(d.reason == "entry 2 (GET /fhir/Observation/1): denied by default (no rule matched)");
 
   // The Bundle request itself must be allowed first.
   FhirRequest batch = req("POST", "/fhir", Interaction::kBatch);
@@ -229,7 +229,7 @@ TEST_CASE("a request with a bundle_error is denied, whatever the rules say") {
   CHECK(d.reason == "Bundle cannot be checked: Bundle.entry[0] has no request");
 }
 
-TEST_CASE("thousands of exact-value rules are indexed, not walked") {
+TEST_CASE("thousands of exact-value and prefix rules are indexed, not walked") {
   std::string yaml = "rules:\n";
   for (int i = 0; i < 2000; ++i) {
     yaml += "  - {name: cn-" + std::to_string(i) + ", effect: allow, when: {subject: {CN: app" +
@@ -237,7 +237,8 @@ TEST_CASE("thousands of exact-value rules are indexed, not walked") {
     yaml += "  - {name: uri-" + std::to_string(i) + ", effect: deny, when: {san_uri: \"https://u/" +
             std::to_string(i) + "\", method: GET}}\n";
   }
-  yaml += "  - {name: glob, effect: deny, when: {subject: {CN: \"app*\"}}}\n";
+  yaml += "  - {name: prefix, effect: deny, when: {subject: {CN: \"app-*\"}}}\n";
+  yaml += "  - {name: glob, effect: deny, when: {subject: {CN: \"*app*\"}}}\n";
   auto p = load(yaml);
   const auto& e = dynamic_cast<const Engine&>(*p);
   CHECK(e.unindexed_rule_count() == 1);
@@ -246,6 +247,8 @@ TEST_CASE("thousands of exact-value rules are indexed, not walked") {
   id = client("app-none", "o");
   id.san_uri = {"https://u/7", "https://u/1500"};
   CHECK(p->evaluate(id, req("GET", "/")).rule == "uri-7");
+  CHECK(p->evaluate(id, req("PUT", "/")).rule == "prefix");  // indexed by its prefix "app-"
+  id = client("myapp", "o");
   CHECK(p->evaluate(id, req("PUT", "/")).rule == "glob");
 }
 
@@ -255,10 +258,10 @@ TEST_CASE("indexed evaluation equals the linear walk on randomised rules (fixed 
   std::mt19937 rng(20240611);
   auto pick = [&](const std::vector<std::string>& v) { return v[rng() % v.size()]; };
   auto chance = [&](unsigned percent) { return rng() % 100 < percent; };
-  const std::vector<std::string> cns = {"app0", "app1", "app2", "app3", "app?", "app*", "*"};
+  const std::vector<std::string> cns = {"app0", "app1", "app2", "app3", "app?", "app*", "*", "app"};
   const std::vector<std::string> orgs = {"Org A", "Org B", "Org C", "Org *"};
-  const std::vector<std::string> uris = {"https://a/1", "https://a/2", "https://b/1",
-                                         "https://a/*"};
+  const std::vector<std::string> uris = {"https://a/1", "https://a/2", "https://b/1", "https://a/*",
+                                         "https://b*",  "*/1",         "https://b"};
   const std::vector<std::string> trusts = {"dt", "cq", "*"};
   const std::vector<std::string> fps = {std::string(64, 'a'), std::string(64, 'b')};
   const std::vector<std::string> hipaas = {"covered-entity", "patient"};

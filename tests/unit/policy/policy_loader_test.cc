@@ -398,3 +398,22 @@ TEST_CASE("directory: an error in one file rejects the whole directory") {
   REQUIRE(e.size() == 1);
   CHECK(e[0].starts_with(b + ":2:57: unknown interaction \"raed\""));
 }
+
+TEST_CASE("a single file path loads, and its diagnostics name that path") {
+  TempDir d;
+  const std::string f =
+      d.write("policy.yaml", "rules:\n  - {name: a, effect: allow, mode: audit}\n");
+  CHECK(dir_errors(f) ==
+        std::vector<std::string>{f + ":2:36: bad mode \"audit\" (expected enforce or shadow)"});
+  d.write("policy.yaml", "rules:\n  - {name: a, effect: allow}\n");
+  CHECK(load_policy(f)->rule_names() == std::vector<std::string>{"a"});
+}
+
+TEST_CASE("a dangling symlink in a policy directory is an error, not silently skipped") {
+  TempDir d;
+  d.write("a.yaml", "rules:\n  - {name: a, effect: allow}\n");
+  fs::create_symlink("missing-target.yaml", d.path() / "b.yaml");
+  const auto e = dir_errors(d.path().string());
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].starts_with((d.path() / "b.yaml").string() + ":1:1: cannot read policy file: "));
+}

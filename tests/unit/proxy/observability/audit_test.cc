@@ -83,11 +83,28 @@ TEST_CASE("to_json_line: exact fields and values") {
   const std::string line = obs::to_json_line(sample_event());
   CHECK(line.find('\n') == std::string::npos);
   const json j = json::parse(line);
-  const std::vector<std::string> expected_keys = {
-      "bytes_in",  "bytes_out", "client",      "connection_id", "decision",         "duration_ms",
-      "fhir_interaction",       "fhir_operation", "fhir_resource", "fingerprint", "hipaa",
-      "method",    "mode",      "path",        "reason",        "request_id",       "rule",
-      "san_uri",   "status",    "subject",     "time",          "trust"};
+  const std::vector<std::string> expected_keys = {"bytes_in",
+                                                  "bytes_out",
+                                                  "client",
+                                                  "connection_id",
+                                                  "decision",
+                                                  "duration_ms",
+                                                  "fhir_interaction",
+                                                  "fhir_operation",
+                                                  "fhir_resource",
+                                                  "fingerprint",
+                                                  "hipaa",
+                                                  "method",
+                                                  "mode",
+                                                  "path",
+                                                  "reason",
+                                                  "request_id",
+                                                  "rule",
+                                                  "san_uri",
+                                                  "status",
+                                                  "subject",
+                                                  "time",
+                                                  "trust"};
   std::vector<std::string> keys;
   for (const auto& [k, v] : j.items()) keys.push_back(k);
   CHECK(keys == expected_keys);  // nlohmann::json iterates keys sorted
@@ -250,11 +267,38 @@ TEST_CASE("AuditLog reopen after logrotate's rename writes to the new file") {
   CHECK(json::parse(new_lines[0])["request_id"] == 3);
 }
 
+TEST_CASE("AuditLog: a failed reopen keeps the old file, reports unhealthy, and is retried") {
+  TempDir dir;
+  std::filesystem::create_directory(dir.path / "logs");
+  const std::string path = (dir.path / "logs" / "audit.log").string();
+  auto log = obs::AuditLog::open(path, obs::AuditFormat::kJson);
+  auto e = sample_event();
+  e.request_id = 1;
+  REQUIRE(log->write(e));
+  log->flush();
+  std::filesystem::rename(dir.path / "logs", dir.path / "moved");
+  log->reopen();
+  e.request_id = 2;
+  REQUIRE(log->write(e));
+  log->flush();
+  CHECK_FALSE(log->healthy());  // the path cannot be opened: still appending to the moved file
+  CHECK(read_lines((dir.path / "moved" / "audit.log").string()).size() == 2);
+
+  std::filesystem::create_directory(dir.path / "logs");
+  e.request_id = 3;
+  REQUIRE(log->write(e));
+  log->flush();
+  CHECK(log->healthy());
+  const auto lines = read_lines(path);
+  REQUIRE(lines.size() == 1);
+  CHECK(json::parse(lines[0])["request_id"] == 3);
+}
+
 TEST_CASE("AuditLog: unopenable path throws; a failing disk makes it unhealthy and counts") {
   TempDir dir;
-  CHECK_THROWS_WITH_AS(obs::AuditLog::open((dir.path / "missing" / "audit.log").string(),
-                                           obs::AuditFormat::kJson),
-                       doctest::Contains("missing/audit.log"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(
+      obs::AuditLog::open((dir.path / "missing" / "audit.log").string(), obs::AuditFormat::kJson),
+      doctest::Contains("missing/audit.log"), std::runtime_error);
 
   if (access("/dev/full", W_OK) != 0) {
     MESSAGE("/dev/full not available: disk-full case skipped");
@@ -306,7 +350,8 @@ TEST_CASE("AuditLog: a full queue drops, counts, and never blocks the caller") {
   std::thread reader([&] {
     char buf[65536];
     ssize_t n;
-    while ((n = read(fds[0], buf, sizeof buf)) > 0) received.append(buf, static_cast<std::size_t>(n));
+    while ((n = read(fds[0], buf, sizeof buf)) > 0)
+      received.append(buf, static_cast<std::size_t>(n));
   });
   log.reset();
   reader.join();

@@ -20,7 +20,8 @@ struct Response {
   std::string body;
 };
 
-// A blocking HTTP/1.0 exchange with 127.0.0.1:port: the server closes the connection after the reply.
+// A blocking HTTP/1.0 exchange with 127.0.0.1:port: the server closes the connection after the
+// reply.
 Response http(std::uint16_t port, const std::string& method, const std::string& target) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   REQUIRE(fd >= 0);
@@ -84,8 +85,9 @@ TEST_CASE("metrics server: /metrics, /healthz, /readyz and 404 on an ephemeral p
 
   // Counting after start shows up in the next scrape.
   metrics.count_decision(*rules, obs::DecisionLabel::kAllow, "r1");
-  CHECK(http(server.port(), "GET", "/metrics?x=1").body.find(
-            R"(fhir_mtls_proxy_requests_total{decision="allow",rule="r1"} 2)") != std::string::npos);
+  CHECK(http(server.port(), "GET", "/metrics?x=1")
+            .body.find(R"(fhir_mtls_proxy_requests_total{decision="allow",rule="r1"} 2)") !=
+        std::string::npos);
 
   server.stop();
   server.stop();  // idempotent

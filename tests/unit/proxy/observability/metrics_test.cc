@@ -31,7 +31,6 @@ std::string sample(const std::string& text, const std::string& series) {
   return "";
 }
 
-
 std::string find_promtool() {
   for (const char* dir : {"/usr/bin", "/usr/local/bin", "/bin"}) {
     std::string p = std::string(dir) + "/promtool";
@@ -51,8 +50,8 @@ TEST_CASE("every family is present before anything is counted, bounded series as
         "fhir_mtls_proxy_upstream_errors_total", "fhir_mtls_proxy_active_connections",
         "fhir_mtls_proxy_policy_reloads_total", "fhir_mtls_proxy_policy_rules",
         "fhir_mtls_proxy_responses_total", "fhir_mtls_proxy_upstream_idle_connections",
-        "fhir_mtls_proxy_policy_last_reload_timestamp_seconds", "fhir_mtls_proxy_audit_dropped_total",
-        "fhir_mtls_proxy_audit_write_errors_total"}) {
+        "fhir_mtls_proxy_policy_last_reload_timestamp_seconds",
+        "fhir_mtls_proxy_audit_dropped_total", "fhir_mtls_proxy_audit_write_errors_total"}) {
     INFO("family ", name);
     CHECK(contains(text, std::string("# TYPE ") + name + " "));
   }
@@ -101,7 +100,8 @@ TEST_CASE("decisions are counted per bound rule; unbound names count as default"
   const std::string text = m.render();
   CHECK(sample(text, R"(fhir_mtls_proxy_requests_total{decision="allow",rule="read-clinical"})") ==
         "2");
-  CHECK(sample(text, R"(fhir_mtls_proxy_requests_total{decision="deny",rule="deny-admin"})") == "1");
+  CHECK(sample(text, R"(fhir_mtls_proxy_requests_total{decision="deny",rule="deny-admin"})") ==
+        "1");
   CHECK(sample(text,
                R"(fhir_mtls_proxy_requests_total{decision="shadow_deny",rule="read-clinical"})") ==
         "1");
@@ -145,18 +145,26 @@ TEST_CASE("fhir requests: R4 names kept, anything else is other, empty is system
   m.count_fhir(Interaction::kRead, "AnotherMadeUpType", obs::DecisionLabel::kDeny);
   m.count_fhir(Interaction::kCapabilities, "", obs::DecisionLabel::kAllow);
   const std::string text = m.render();
-  CHECK(sample(text,
-               R"(fhir_mtls_proxy_fhir_requests_total{decision="allow",interaction="read",resource="Patient"})") ==
-        "2");
-  CHECK(sample(text,
-               R"(fhir_mtls_proxy_fhir_requests_total{decision="deny",interaction="search",resource="Observation"})") ==
-        "1");
-  CHECK(sample(text,
-               R"(fhir_mtls_proxy_fhir_requests_total{decision="deny",interaction="read",resource="other"})") ==
-        "2");
-  CHECK(sample(text,
-               R"(fhir_mtls_proxy_fhir_requests_total{decision="allow",interaction="capabilities",resource="system"})") ==
-        "1");
+  CHECK(
+      sample(
+          text,
+          R"(fhir_mtls_proxy_fhir_requests_total{decision="allow",interaction="read",resource="Patient"})") ==
+      "2");
+  CHECK(
+      sample(
+          text,
+          R"(fhir_mtls_proxy_fhir_requests_total{decision="deny",interaction="search",resource="Observation"})") ==
+      "1");
+  CHECK(
+      sample(
+          text,
+          R"(fhir_mtls_proxy_fhir_requests_total{decision="deny",interaction="read",resource="other"})") ==
+      "2");
+  CHECK(
+      sample(
+          text,
+          R"(fhir_mtls_proxy_fhir_requests_total{decision="allow",interaction="capabilities",resource="system"})") ==
+      "1");
   CHECK_FALSE(contains(text, "EvilResource"));
   CHECK_FALSE(contains(text, "AnotherMadeUpType"));
 }
@@ -192,8 +200,9 @@ TEST_CASE("handshakes, upstream errors, responses, gauges, reloads, expiry") {
   const std::string text = m.render();
   CHECK(sample(text, R"(fhir_mtls_proxy_tls_handshakes_total{reason="none",result="success"})") ==
         "2");
-  CHECK(sample(text, R"(fhir_mtls_proxy_tls_handshakes_total{reason="expired",result="failure"})") ==
-        "1");
+  CHECK(
+      sample(text, R"(fhir_mtls_proxy_tls_handshakes_total{reason="expired",result="failure"})") ==
+      "1");
   CHECK(sample(text, R"(fhir_mtls_proxy_tls_handshakes_total{reason="other",result="failure"})") ==
         "1");
   CHECK(sample(text, R"(fhir_mtls_proxy_upstream_errors_total{kind="timeout"})") == "1");
@@ -210,14 +219,16 @@ TEST_CASE("handshakes, upstream errors, responses, gauges, reloads, expiry") {
   CHECK(sample(text, "fhir_mtls_proxy_policy_rules") == "7");
   // set_expiries replaced the set: "server" is gone because it was not in the new list.
   CHECK_FALSE(contains(text, R"(cert="server")"));
-  CHECK(sample(text,
-               R"(fhir_mtls_proxy_certificate_expiry_timestamp_seconds{cert="trust:directtrust"})") ==
-        "1900000000");
+  CHECK(
+      sample(text,
+             R"(fhir_mtls_proxy_certificate_expiry_timestamp_seconds{cert="trust:directtrust"})") ==
+      "1900000000");
   CHECK(sample(text,
                R"(fhir_mtls_proxy_certificate_expiry_timestamp_seconds{cert="crl:directtrust"})") ==
         "1800000000");
-  CHECK(sample(text, R"(fhir_mtls_proxy_certificate_expiry_timestamp_seconds{cert="trust:other"})") ==
-        "1700000000");
+  CHECK(
+      sample(text, R"(fhir_mtls_proxy_certificate_expiry_timestamp_seconds{cert="trust:other"})") ==
+      "1700000000");
   CHECK_FALSE(contains(text, R"(cert="crl:other")"));
   CHECK(sample(text, R"(fhir_mtls_proxy_request_duration_seconds_bucket{le="0.0001"})") == "0");
   CHECK(sample(text, R"(fhir_mtls_proxy_request_duration_seconds_bucket{le="0.00025"})") == "1");
