@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config clang clang-format
+  libclang-rt-14-dev  # libFuzzer, ASan/UBSan/TSan runtimes for clang (tests/fuzz, tests/run.sh)
   libevent-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev prometheus-cpp-dev doctest-dev
   libhttp-parser-dev libbenchmark-dev libsystemd-dev
   openssl curl python3 ca-certificates

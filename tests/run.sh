@@ -1,11 +1,81 @@
 #!/usr/bin/env bash
 # The test command: installs what is needed (Debian 12 packages), builds, and runs every test.
-#   tests/run.sh            everything: unit, integration (real processes, real TLS)
-#   tests/run.sh -L unit    pass ctest arguments to select
+#   tests/run.sh              everything, as CI runs it (.ci/run):
+#                               1. normal build (build/), full ctest: unit + integration
+#                               2. ASan+UBSan build (build-asan/): unit + integration tests
+#                               3. TSan build (build-tsan/): unit + the multi-threaded integration tests
+#                               4. libFuzzer build with clang, ASan+UBSan (build-fuzz/): every fuzz
+#                                  driver for FMP_FUZZ_SECONDS (default 20) on a copy of its corpus
+#   tests/run.sh -L unit      ctest arguments select the tests of stage 1 (stages 2-4 still run)
+#   FMP_QUICK=1 tests/run.sh  developers: stage 1 only
+# Any sanitizer report fails its test (halt_on_error; the integration harness also fails a test
+# whose proxy left a report on stderr). Suppressions, each with its reason: tests/sanitizers/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
+jobs=$(nproc)
+
+timings=()
+stage_start=0
+begin_stage() {
+  stage_start=$(date +%s)
+  echo "=== stage: $1"
+}
+end_stage() {
+  local s=$(($(date +%s) - stage_start))
+  timings+=("$(printf '%-8s %4d s' "$1" "$s")")
+  echo "=== stage $1 done in ${s}s"
+}
+print_timings() {
+  echo "=== stage timings"
+  printf '%s\n' "${timings[@]}"
+}
+trap print_timings EXIT
 
 bash deploy/install-deps.sh
+
+begin_stage normal
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)"
+cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j2 "$@"
+end_stage normal
+
+if [ "${FMP_QUICK:-0}" = 1 ]; then
+  echo "FMP_QUICK=1: sanitizer and fuzz stages skipped"
+  exit 0
+fi
+
+supp=$root/tests/sanitizers
+# Sanitizer builds: -O1 keeps stack traces exact and compiles much faster than -O2; -g1 is enough
+# for file:line in reports. Only what the tests run is built (no benchmarks).
+san_flags=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g1" "-DCMAKE_C_FLAGS_DEBUG=-O1 -g1"
+           -DFMP_BUILD_BENCH=OFF)
+san_targets=(--target unit_policy unit_proxy fhir-mtls-proxy)
+
+begin_stage asan
+cmake -S . -B build-asan "${san_flags[@]}" -DFMP_SANITIZE_ADDRESS=ON -DFMP_SANITIZE_THREAD=OFF >/dev/null
+cmake --build build-asan -j"$jobs" "${san_targets[@]}"
+ASAN_OPTIONS="halt_on_error=1:abort_on_error=0:exitcode=86:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1" \
+LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0" \
+UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=86:suppressions=$supp/ubsan.supp" \
+  ctest --test-dir build-asan --output-on-failure -j2 -L 'unit|integration'
+end_stage asan
+
+begin_stage tsan
+cmake -S . -B build-tsan "${san_flags[@]}" -DFMP_SANITIZE_THREAD=ON -DFMP_SANITIZE_ADDRESS=OFF >/dev/null
+cmake --build build-tsan -j"$jobs" "${san_targets[@]}"
+# Unit tests plus the integration tests where several threads share state: two worker threads
+# (keep-alive/concurrency), reload swapping the shared state under live traffic, shutdown draining
+# every worker.
+TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$supp/tsan.supp" \
+  ctest --test-dir build-tsan --output-on-failure -j2 \
+    -R '^(unit_.*|integration_test_(keepalive_concurrency|reload|shutdown))$'
+end_stage tsan
+
+begin_stage fuzz
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFMP_FUZZ=ON \
+  -DFMP_SANITIZE_ADDRESS=ON -DFMP_BUILD_BENCH=OFF -DFMP_FUZZ_SECONDS="${FMP_FUZZ_SECONDS:-20}" >/dev/null
+cmake --build build-fuzz -j"$jobs" --target fmp_fuzzers
+ASAN_OPTIONS="halt_on_error=1:detect_leaks=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+  ctest --test-dir build-fuzz --output-on-failure -j2 -L fuzz
+end_stage fuzz

@@ -88,22 +88,38 @@ on_exit() {
 }
 trap on_exit EXIT
 
-# wait_for WHAT SECONDS COMMAND...: polls COMMAND until it succeeds (bounded).
+# wait_for WHAT PID LOG SECONDS COMMAND...: polls COMMAND until it succeeds (bounded); gives up at
+# once, showing the end of LOG, when the process PID has exited (e.g. a port already in use).
 wait_for() {
-  local what=$1 seconds=$2
-  shift 2
+  local what=$1 pid=$2 log=$3 seconds=$4
+  shift 4
   for _ in $(seq 1 $((seconds * 5))); do
     if "$@" >/dev/null 2>&1; then return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "run-demo.sh: $what exited during start-up; the end of $log:" >&2
+      tail -n 15 "$log" | sed 's/^/   /' >&2
+      return 1
+    fi
     sleep 0.2
   done
   echo "run-demo.sh: $what did not come up within ${seconds}s; see $logs/" >&2
   return 1
 }
 
+# The demo's fixed ports (conf/proxy.yaml and the FHIR server) must be free: otherwise curl would
+# talk to whatever holds them, e.g. the servers of an earlier `run-demo.sh --keep`.
+for port in 8080 8443 9464; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "run-demo.sh: 127.0.0.1:$port is already in use (servers of an earlier --keep run? stop them first)" >&2
+    exit 1
+  fi
+done
+
 step "Starting the demo FHIR server on http://127.0.0.1:8080/fhir"
 PORT=8080 node deploy/demo/fhir-server/server.mjs >"$logs/fhir-server.log" 2>&1 &
 fhir_pid=$!
-wait_for "the FHIR server" 90 curl -sf -o /dev/null http://127.0.0.1:8080/fhir/metadata
+wait_for "the FHIR server" "$fhir_pid" "$logs/fhir-server.log" 90 \
+  curl -sf -o /dev/null http://127.0.0.1:8080/fhir/metadata
 note "pid $fhir_pid, log $logs/fhir-server.log"
 
 # --- 3. the proxy -------------------------------------------------------------------------------
@@ -117,7 +133,7 @@ proxy_ready() {
   code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$certs/server-ca.pem" "$base/metadata") || true
   [ "$code" != 000 ] && [ -n "$code" ]
 }
-wait_for "the proxy" 30 proxy_ready
+wait_for "the proxy" "$proxy_pid" "$logs/proxy.log" 30 proxy_ready
 note "pid $proxy_pid, audit log $logs/audit.log, error log $logs/proxy.log"
 
 # --- 4. requests ----------------------------------------------------------------------------------

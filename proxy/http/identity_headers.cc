@@ -89,17 +89,34 @@ ReservedHeaders::ReservedHeaders(const IdentityHeaderNames& n) {
   for (const std::string* name :
        {&n.subject, &n.issuer, &n.san_uri, &n.hipaa, &n.fingerprint, &n.trust, &n.rule})
     lower_.push_back(folded(*name));
+  // The default names stay reserved when the operator renames them: a FHIR server configured for
+  // the defaults must never read a client's copy of them either.
+  const IdentityHeaderNames defaults;
+  for (const std::string* name : {&defaults.subject, &defaults.issuer, &defaults.san_uri,
+                                  &defaults.hipaa, &defaults.fingerprint, &defaults.trust,
+                                  &defaults.rule})
+    lower_.push_back(folded(*name));
   for (const char* fixed : {"x-forwarded-client-cert", "client-cert", "client-cert-chain",
                             "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
     lower_.emplace_back(fixed);
+  std::sort(lower_.begin(), lower_.end());
+  lower_.erase(std::unique(lower_.begin(), lower_.end()), lower_.end());
 }
 
 bool ReservedHeaders::contains(std::string_view name) const {
   // '_' counts as '-': CGI/WSGI-style servers map both to the same variable, so
   // "X_Client_Subject_DN" would otherwise reach the server as the identity header.
-  const std::string key = folded(name);
-  for (const auto& r : lower_)
-    if (r == key) return true;
+  for (const auto& r : lower_) {
+    if (r.size() != name.size()) continue;
+    bool same = true;
+    for (std::size_t i = 0; i < r.size() && same; ++i) {
+      char c = name[i];
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+      if (c == '_') c = '-';
+      same = c == r[i];
+    }
+    if (same) return true;
+  }
   return false;
 }
 

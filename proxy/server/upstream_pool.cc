@@ -50,7 +50,9 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& st
       close(fd);
       return nullptr;
     }
-    SSL_set_tlsext_host_name(ssl.get(), state.upstream_host.c_str());
+    // SNI; SSL_set_tlsext_host_name() is a macro with a C cast, so its call is spelled out.
+    SSL_ctrl(ssl.get(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+             const_cast<char*>(state.upstream_host.c_str()));
     SSL_set1_host(ssl.get(), state.upstream_host.c_str());
     // BEV_OPT_CLOSE_ON_FREE: the bufferevent owns the socket and the SSL* from here on, even when
     // creation fails, so the SslPtr is released at the call.

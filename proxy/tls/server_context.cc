@@ -11,6 +11,7 @@
 #include <openssl/rand.h>
 
 #include <array>
+#include <cstdint>
 #include <new>
 #include <string_view>
 #include <utility>
@@ -106,28 +107,37 @@ int verify_callback(X509_STORE_CTX* x, void* /*arg*/) {
   return st->mode == ClientCertMode::kRequest ? 1 : 0;
 }
 
-// Ticket application data: magic, version, ok flag, community name. Only ok outcomes are ever
-// resumed.
+// Ticket application data: magic, ok flag, valid_until (8 bytes, big-endian), community name. Only
+// ok outcomes are ever resumed, and only until valid_until: a certificate or CA that expires, or a
+// CRL that goes stale, after the ticket was issued makes the next connection do a full handshake.
 constexpr std::string_view kTicketMagic = "FMP1";
+constexpr std::size_t kTicketHeader = kTicketMagic.size() + 1 + 8;
 
 std::string encode_ticket(const std::optional<VerifyResult>& r) {
   std::string out(kTicketMagic);
-  out += (r && r->ok) ? '\1' : '\0';
-  if (r && r->ok) out += r->community;
+  const bool ok = r && r->ok;
+  out += ok ? '\1' : '\0';
+  const auto until = static_cast<std::uint64_t>(ok ? r->valid_until : 0);
+  for (int shift = 56; shift >= 0; shift -= 8) out += static_cast<char>((until >> shift) & 0xFFU);
+  if (ok) out += r->community;
   return out;
 }
 
-std::optional<VerifyResult> decode_ticket(const void* data, std::size_t len) {
+/// The verified outcome a ticket carries, if it still holds at `now`.
+std::optional<VerifyResult> decode_ticket(const void* data, std::size_t len, std::time_t now) {
   std::string_view s(static_cast<const char*>(data), len);
-  if (s.size() <= kTicketMagic.size() || s.substr(0, kTicketMagic.size()) != kTicketMagic)
+  if (s.size() <= kTicketHeader || s.substr(0, kTicketMagic.size()) != kTicketMagic)
     return std::nullopt;
   if (s[kTicketMagic.size()] != '\1') return std::nullopt;
-  std::string_view community = s.substr(kTicketMagic.size() + 1);
-  if (community.empty()) return std::nullopt;
+  std::uint64_t until = 0;
+  for (std::size_t i = kTicketMagic.size() + 1; i < kTicketHeader; ++i)
+    until = (until << 8) | static_cast<unsigned char>(s[i]);
+  if (until == 0 || static_cast<std::uint64_t>(now) >= until) return std::nullopt;
   VerifyResult r;
   r.ok = true;
   r.reason = VerifyReason::kNone;
-  r.community = std::string(community);
+  r.community = std::string(s.substr(kTicketHeader));
+  r.valid_until = static_cast<std::time_t>(until);
   return r;
 }
 
@@ -160,8 +170,9 @@ SSL_TICKET_RETURN decrypt_ticket(SSL* ssl, SSL_SESSION* session, const unsigned 
   if (st == nullptr || SSL_SESSION_get0_ticket_appdata(session, &data, &len) != 1 ||
       data == nullptr)
     return SSL_TICKET_RETURN_IGNORE_RENEW;
-  std::optional<VerifyResult> restored = decode_ticket(data, len);
-  if (!restored) return SSL_TICKET_RETURN_IGNORE_RENEW;  // never resume an unverified session
+  std::optional<VerifyResult> restored = decode_ticket(data, len, std::time(nullptr));
+  if (!restored)
+    return SSL_TICKET_RETURN_IGNORE_RENEW;  // unverified or no longer valid: full handshake
   st->ticket = std::move(restored);
   return status == SSL_TICKET_SUCCESS_RENEW ? SSL_TICKET_RETURN_USE_RENEW : SSL_TICKET_RETURN_USE;
 }

@@ -327,6 +327,12 @@ VerifyResult TrustStore::verify(X509* leaf, STACK_OF(X509) * chain, std::time_t 
         r.ok = true;
         r.reason = VerifyReason::kNone;
         r.community = c->name;
+        r.valid_until = c->earliest_crl_next_update;
+        STACK_OF(X509)* verified = X509_STORE_CTX_get0_chain(ctx.get());
+        for (int i = 0; verified != nullptr && i < sk_X509_num(verified); ++i) {
+          r.valid_until = earlier(r.valid_until,
+                                  asn1_to_time_t(X509_get0_notAfter(sk_X509_value(verified, i))));
+        }
         ERR_pop_to_mark();
         return r;
       }

@@ -33,6 +33,10 @@ struct VerifyResult {
   std::string community;  ///< the community that verified it (ok), or the closest one tried
   std::string message;    ///< OpenSSL's text for the error, with depth
   int openssl_error = 0;  ///< X509_V_ERR_*
+  /// When ok: the first moment the same verification could turn out differently with the same trust
+  /// (earliest notAfter in the verified chain, earliest nextUpdate of the community's CRLs). A
+  /// resumed session past it is not trusted without a new full handshake. 0 when not ok.
+  std::time_t valid_until = 0;
 };
 
 /// Immutable once built; safe to share between threads. Each community is verified with its own

@@ -15,7 +15,7 @@ import unittest
 
 from harness import binary_path, client
 from harness.pki import HIPAA_BUSINESS_ASSOCIATE, HIPAA_COVERED_ENTITY, LOA_3, Pki
-from harness.proxy import ProxyProcess, proxy_config
+from harness.proxy import ProxyError, ProxyProcess, proxy_config
 from harness.upstream import EchoUpstream
 
 FHIR_JSON = "application/fhir+json"
@@ -72,7 +72,12 @@ class ProxyTestCase(unittest.TestCase):
                            upstream_url or cls.up.url, client_cert=client_cert, **overrides)
         if upstream is not None:
             cfg["upstream"] = upstream
-        return ProxyProcess(cls.binary, workdir, cfg, policy).start()
+        proxy = ProxyProcess(cls.binary, workdir, cfg, policy)
+        try:
+            return proxy.start()
+        except ProxyError:
+            proxy.stop()  # closes its output files
+            raise
 
     def start_proxy(self, policy, **kwargs):
         """make_proxy() stopped at the end of the test."""

@@ -45,6 +45,49 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def _tcp_sockets(pid):
+    """{inode: (local_port, remote_port)} of the TCP sockets in the process's network namespace."""
+    out = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, table)) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    local, remote, inode = cols[1], cols[2], cols[9]
+                    out[inode] = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def open_fds(pid):
+    """The process's open descriptors as {"socket": {inode: (local_port, remote_port) or None},
+    "other": [link target, ...]}. None: a socket that is not TCP (or not yet bound). A socket that
+    closes while this runs is left out."""
+    links = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            links[fd] = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except FileNotFoundError:
+            continue  # closed meanwhile
+    tcp = _tcp_sockets(pid)
+    sockets, other = {}, []
+    for fd, target in links.items():
+        if not target.startswith("socket:["):
+            other.append(target)
+            continue
+        inode = target[8:-1]
+        if inode not in tcp:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) != target:
+                    continue  # closed (and maybe reused) after the listing
+            except FileNotFoundError:
+                continue
+        sockets[inode] = tcp.get(inode)
+    return {"socket": sockets, "other": sorted(other)}
+
+
 def wait_until(predicate, timeout, interval=0.05):
     """Polls `predicate` until it returns a true value or `timeout` seconds pass; returns the last
     value it returned."""
@@ -169,10 +212,13 @@ class LifecycleTestCase(unittest.TestCase):
         """A TLS context presenting the hospital client certificate."""
         return client.tls_context(cert=self.client.chain, key=self.client.key, ca=self.server_ca.cert)
 
-    def config(self, upstream_url=None, **overrides):
-        """proxy.yaml for this class's PKI; overrides replace top-level keys."""
-        return proxy_config(self.server, [("directtrust", self.bundle)],
-                            upstream_url or self.up.url, **overrides)
+    def config(self, upstream_url=None, upstream_settings=None, **overrides):
+        """proxy.yaml for this class's PKI; upstream_settings are merged into `upstream` (e.g.
+        response_timeout_ms), overrides replace top-level keys."""
+        cfg = proxy_config(self.server, [("directtrust", self.bundle)],
+                           upstream_url or self.up.url, **overrides)
+        cfg["upstream"].update(upstream_settings or {})
+        return cfg
 
     def start_proxy(self, config=None, policy=None, workdir=None):
         """Starts the proxy (stopped at test clean-up) and returns its ProxyProcess."""

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -18,7 +19,7 @@ import unittest
 import urllib.request
 import uuid
 
-from harness import binary_path, source_dir
+from harness import binary_path, client, source_dir
 from harness.proxy import ProxyProcess, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -312,6 +313,50 @@ class FhirServerTest(unittest.TestCase):
         self.assertTrue(anon["capabilities"]["ok"], anon)
         self.assertEqual(anon["create"]["status"], 401, anon)
         self.assertEqual(anon["create"]["outcome"]["issue"][0]["code"], "login")
+
+    # --- TLS session resumption, as HTTP clients do it on every new connection ------------------
+
+    def resumed_request(self, ctx, path, session=None):
+        """GET `path` over a new TLS connection made with `ctx`, offering `session` for resumption;
+        returns (status, body JSON, the connection's session, whether it was resumed)."""
+        raw = socket.create_connection(("127.0.0.1", self.proxy.port), timeout=10)
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as sock:
+            sock.sendall(client.build_request("GET", "/fhir" + path, {"Connection": "close"}))
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            [response] = client.parse_responses(data)
+            return response.status, response.json(), sock.session, sock.session_reused
+
+    def test_resumed_sessions_keep_what_the_handshake_proved(self):
+        family = self.family()
+        status, _, _ = self.curl("covered-entity", "POST", "/Patient", self.patient(family))
+        self.assertEqual(status, 201)
+        query = "/Patient?family=" + family
+        ca = os.path.join(self.certs, "server-ca.pem")
+        ehr = client.tls_context(cert=os.path.join(self.certs, "covered-entity.pem"),
+                                 key=os.path.join(self.certs, "covered-entity.key"), ca=ca)
+        status, body, session, reused = self.resumed_request(ehr, query)
+        self.assertEqual((status, reused), (200, False), body)
+        status, body, _, reused = self.resumed_request(ehr, query, session)
+        self.assertTrue(reused, "the proxy issues session tickets; the second connection resumes")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(len(body["entry"]), 1)
+        self.assertEqual(body["entry"][0]["resource"]["name"][0]["family"], family)
+
+        # An anonymous session proves nothing: resumed or not, it stays anonymous (metadata only,
+        # 401 login otherwise), never "a certificate that failed".
+        anonymous = client.tls_context(ca=ca)
+        status, body, session, _ = self.resumed_request(anonymous, "/metadata")
+        self.assertEqual(status, 200, body)
+        status, body, _, _ = self.resumed_request(anonymous, "/metadata", session)
+        self.assertEqual(status, 200, body)
+        status, body, _, _ = self.resumed_request(anonymous, query, session)
+        self.assertEqual(status, 401, body)
+        self.assertEqual(body["issue"][0]["code"], "login")
 
     # --- (c) transaction Bundles ---------------------------------------------------------------
 

@@ -4,7 +4,6 @@ X-Forwarded-*, and the request itself unchanged (CONTRACT.md "What reaches the F
 
 import base64
 import hashlib
-import ssl
 import unittest
 
 from datapath_fixture import (HIPAA_BUSINESS_ASSOCIATE, HIPAA_COVERED_ENTITY, LOA_3,

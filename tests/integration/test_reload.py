@@ -3,6 +3,7 @@ nothing and is logged with FILE:LINE:COL, reloads under load drop no request, an
 certificate is served to new handshakes."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -12,7 +13,7 @@ import time
 import unittest
 
 from harness import client
-from lifecycle_fixture import LifecycleTestCase
+from lifecycle_fixture import POLICY, LifecycleTestCase
 
 RELOADS = "fhir_mtls_proxy_policy_reloads_total"
 
@@ -33,6 +34,10 @@ BROKEN = 'default: deny\nrules:\n  - name: "hospital"\n    effect: [allow\n    w
 
 
 class PolicyReloadTest(LifecycleTestCase):
+    def start_proxy(self, config=None, policy=None, workdir=None):
+        # SIGHUP only: the file watcher (`watch`, on by default) would also reload on each write.
+        return super().start_proxy(config or self.config(watch=False), policy, workdir)
+
     def reloads(self, proxy, result):
         return proxy.metric(RELOADS, {"result": result}) or 0
 
@@ -155,6 +160,81 @@ class PolicyReloadTest(LifecycleTestCase):
 
 
 
+class ConfigReloadTest(LifecycleTestCase):
+    """SIGHUP re-reads proxy.yaml too: what can change applies to new requests; requests in flight
+    keep the configuration they started with."""
+
+    def test_in_flight_requests_survive_a_reload_that_moves_the_upstream(self):
+        from harness.upstream import EchoUpstream, pattern_sha256
+        size = 24 * 1024 * 1024
+        self.up.route("/fhir/Binary/long", stream_bytes=size, content_type="application/octet-stream")
+        self.up.route("/fhir/Patient/slow", delay=1.0)
+        other = EchoUpstream().start()
+        self.addCleanup(other.stop)
+        proxy = self.start_proxy(self.config(watch=False))
+        # Warm the pool with a connection to the first upstream.
+        self.assertEqual(client.request(self.ctx(), proxy.port, "GET", "/fhir/Patient/0").status, 200)
+        slow_result = {}
+
+        def slow():
+            try:
+                slow_result["r"] = client.request(self.ctx(), proxy.port, "GET", "/fhir/Patient/slow")
+            except Exception as e:  # noqa: BLE001
+                slow_result["e"] = e
+
+        t = threading.Thread(target=slow, daemon=True)
+        sock = client.connect(self.ctx(), proxy.port, timeout=20)
+        self.addCleanup(sock.close)
+        sock.sendall(client.build_request("GET", "/fhir/Binary/long", port=proxy.port))
+        t.start()
+        self.up.wait_for_requests(3)
+        # Reloads while both are in flight: a broken one, then one pointing at the other upstream.
+        proxy.write_config(policy="rules: [\n")
+        self.assertEqual(proxy.reload(), "failure")
+        proxy.write_config(config=self.config(other.url, watch=False), policy=POLICY)
+        self.assertEqual(proxy.reload(), "success")
+        digest, got, buf = hashlib.sha256(), 0, b""
+        while b"\r\n\r\n" not in buf:
+            buf += sock.recv(65536)
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        self.assertIn(b"Content-Length: %d" % size, head)
+        digest.update(rest)
+        got = len(rest)
+        while got < size:
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            digest.update(data)
+            got += len(data)
+        self.assertEqual((got, digest.hexdigest()), (size, pattern_sha256(size)))
+        t.join(10)
+        self.assertNotIn("e", slow_result)
+        self.assertEqual(slow_result["r"].status, 200)
+        # New requests go to the new upstream only (the pooled connection to the old one is not reused).
+        for i in range(3):
+            r = client.request(self.ctx(), proxy.port, "GET", "/fhir/Patient/new-%d" % i)
+            self.assertEqual(r.status, 200)
+        self.assertEqual([q.target for q in other.requests], ["/fhir/Patient/new-%d" % i for i in range(3)])
+        self.assertEqual(len(self.up.requests), 3)
+
+    def test_limits_apply_to_new_connections_and_fixed_settings_warn(self):
+        proxy = self.start_proxy(self.config(watch=False))
+        body = b"z" * 4096
+        self.assertEqual(client.request(self.ctx(), proxy.port, "POST", "/fhir/Binary", body=body).status, 200)
+        cfg = self.config(watch=False, workers=2, limits={"max_body_bytes": 1024})
+        cfg["listen"] = "127.0.0.1:%d" % proxy.port
+        proxy.write_config(config=cfg)
+        self.assertEqual(proxy.reload(), "success")
+        r = client.request(self.ctx(), proxy.port, "POST", "/fhir/Binary", body=body)
+        self.assertEqual(r.status, 413)
+        self.assertEqual(r.json()["issue"][0]["code"], "too-long")
+        self.assertEqual(client.request(self.ctx(), proxy.port, "POST", "/fhir/Binary", body=b"s").status, 200)
+        # workers cannot change while running: kept, with a warning.
+        warnings = [rec for rec in self.stderr_records(proxy)
+                    if rec.get("level") in ("warn", "warning") and "workers" in json.dumps(rec)]
+        self.assertTrue(warnings, proxy.stderr_text())
+
+
 class CertificateReloadTest(LifecycleTestCase):
     def peer_fingerprint(self, conn):
         return hashlib.sha256(conn.sock.getpeercert(binary_form=True)).hexdigest()
@@ -167,7 +247,8 @@ class CertificateReloadTest(LifecycleTestCase):
         shutil.copy(self.server.chain, chain)
         shutil.copy(self.server.key, key)
         proxy = self.start_proxy(self.config(tls={"cert": chain, "key": key, "client_cert": "require",
-                                                  "trust": [{"name": "directtrust", "ca": self.bundle}]}),
+                                                  "trust": [{"name": "directtrust", "ca": self.bundle}]},
+                                                 watch=False),
                                  workdir=workdir)
         expiry = {"cert": "server"}
         old_expiry = proxy.metric("fhir_mtls_proxy_certificate_expiry_timestamp_seconds", expiry)

@@ -5,6 +5,7 @@ large and chunked bodies"; bounded memory through backpressure)."""
 
 import hashlib
 import os
+import re
 import socket
 import threading
 import time
@@ -154,6 +155,35 @@ class ResponseStreamingTest(LifecycleTestCase):
         self.assertEqual(methods, ["HEAD", "HEAD", "GET"])
 
 
+    def test_bodiless_statuses_keep_the_connection_in_step(self):
+        self.up.route("/fhir/Patient/204", status=204, body=b"")
+        self.up.route("/fhir/Patient/304", status=304, body=b"", headers=[("ETag", '"v3"')])
+        proxy = self.start_proxy()
+        with client.Connection(self.ctx(), proxy.port) as c:
+            r = c.request("DELETE", "/fhir/Patient/204")
+            self.assertEqual((r.status, r.body), (204, b""))
+            r = c.request("GET", "/fhir/Patient/304", headers={"If-None-Match": '"v3"'})
+            self.assertEqual((r.status, r.header("ETag"), r.body), (304, '"v3"', b""))
+            self.assertEqual(c.request("GET", "/fhir/Patient/next").json()["target"], "/fhir/Patient/next")
+
+    def test_pipelined_requests_get_intact_responses_in_order(self):
+        self.up.route("/fhir/Binary/p1", stream_bytes=MIB + 5, content_type="application/octet-stream")
+        p3 = self.up.route("/fhir/Binary/p3", body=os.urandom(70_000), chunked=True, chunk_size=999,
+                           content_type="application/octet-stream")
+        proxy = self.start_proxy()
+        wire = [client.build_request("GET", t, port=proxy.port) for t in (
+            "/fhir/Binary/p1", "/fhir/Patient/p2", "/fhir/Binary/p3", "/fhir/Patient/p4")]
+        with client.Connection(self.ctx(), proxy.port, timeout=20) as c:
+            c.send_raw(wire[0] + wire[1])  # two in one TLS record,
+            c.send_raw(wire[2])            # then one record each
+            c.send_raw(wire[3])
+            r1, r2, r3, r4 = (c.read_response() for _ in range(4))
+        self.assertEqual(sha256(r1.body), pattern_sha256(MIB + 5))
+        self.assertEqual(r2.json()["target"], "/fhir/Patient/p2")
+        self.assertEqual(r3.body, p3.body)
+        self.assertEqual(r4.json()["target"], "/fhir/Patient/p4")
+
+
 class RequestStreamingTest(LifecycleTestCase):
     def test_content_length_request_body_reaches_the_upstream_byte_identical(self):
         body = os.urandom(5 * MIB)
@@ -257,6 +287,69 @@ class BoundedMemoryTest(LifecycleTestCase):
         self.assertLess(final["VmHWM"], self.LIMIT_KB, msg)
         # The proxy is still serving.
         self.assertEqual(client.request(self.ctx(), proxy.port, "GET", "/fhir/Patient/1").status, 200)
+
+    def test_large_upload_to_a_slow_upstream_keeps_the_proxy_small(self):
+        size = 96 * MIB
+        upstream_view = {}
+
+        def respond(sock, head):
+            # Reads the body slowly at first, then fast; answers with its length and hash.
+            head, rest = head.split(b"\r\n\r\n", 1)
+            length = int(re.search(rb"(?im)^content-length:\s*(\d+)", head).group(1))
+            digest = hashlib.sha256(rest)
+            got = len(rest)
+            slow_until = time.monotonic() + 2.0
+            while got < length:
+                data = sock.recv(2048 if time.monotonic() < slow_until else 1 << 20)
+                if not data:
+                    break
+                digest.update(data)
+                got += len(data)
+                if time.monotonic() < slow_until:
+                    time.sleep(0.004)
+            upstream_view["length"], upstream_view["sha256"] = got, digest.hexdigest()
+            body = b'{"ok":true}'
+            sock.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+        raw_up = RawUpstream(respond)
+        self.addCleanup(raw_up.stop)
+        cfg = self.config(raw_up.url, limits={"max_body_bytes": 128 * MIB})
+        proxy = self.start_proxy(cfg)
+        pid = proxy.pid
+        samples = []
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                try:
+                    samples.append(proc_status(pid)["VmRSS"])
+                except (FileNotFoundError, ProcessLookupError):
+                    return
+                stop.wait(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        self.addCleanup(stop.set)
+        block = os.urandom(MIB)
+        expected = hashlib.sha256()
+        with client.Connection(self.ctx(), proxy.port, timeout=30) as c:
+            c.send_raw(client.build_request("POST", "/fhir/Binary", headers=[
+                ("Content-Type", "application/octet-stream"), ("Content-Length", str(size))],
+                port=proxy.port))
+            for i in range(size // MIB):
+                piece = block[i:] + block[:i]  # every MiB different
+                expected.update(piece)
+                c.send_raw(piece)
+            r = c.read_response()
+        stop.set()
+        sampler.join(5)
+        self.assertEqual(r.status, 201, r.body[:300])
+        self.assertEqual(upstream_view, {"length": size, "sha256": expected.hexdigest()})
+        hwm = proc_status(pid)["VmHWM"]
+        msg = "peak sampled RSS %d kB, VmHWM %d kB" % (max(samples), hwm)
+        self.assertLess(max(samples), self.LIMIT_KB, msg)
+        self.assertLess(hwm, self.LIMIT_KB, msg)
 
 
 if __name__ == "__main__":

@@ -228,7 +228,8 @@ class ProxyProcess:
 
     def stop(self, timeout=15.0, sig=signals.SIGTERM):
         """Sends `sig` (SIGTERM), waits up to `timeout`, then SIGKILLs; returns the exit code
-        (negative: killed by that signal). Idempotent."""
+        (negative: killed by that signal). Idempotent. Raises ProxyError (once) when the process
+        left a sanitizer report on stderr (ASan/UBSan/TSan builds, tests/run.sh)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -241,6 +242,9 @@ class ProxyProcess:
         for f in (getattr(self, "_stdout", None), getattr(self, "_stderr", None)):
             if f and not f.closed:
                 f.close()
+        if not getattr(self, "_sanitizer_checked", False):
+            self._sanitizer_checked = True
+            check_sanitizer_report("proxy (exit %s)" % self.proc.returncode, self.stderr_text())
         return self.proc.returncode
 
     def __enter__(self):
@@ -328,8 +332,17 @@ def metric_value(text, name, labels=None):
 def run_command(binary, *args, cwd=None, timeout=60.0, env=None):
     """Runs the binary with `args` (e.g. "check", "--config", path); returns CompletedProcess with
     text stdout/stderr."""
-    return subprocess.run([binary] + list(args), cwd=cwd, stdout=subprocess.PIPE,
+    done = subprocess.run([binary] + list(args), cwd=cwd, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, timeout=timeout, env=env)
+    check_sanitizer_report("%s (exit %d)" % (" ".join(args[:1]), done.returncode), done.stderr)
+    return done
+
+
+def check_sanitizer_report(what, stderr):
+    """Raises ProxyError when `stderr` holds an ASan/UBSan/LSan/TSan report: under the sanitizer
+    builds (tests/run.sh) a report fails the test even if the behaviour looked right."""
+    if "Sanitizer" in stderr:
+        raise ProxyError("sanitizer report from %s:\n%s" % (what, stderr))
 
 
 def _read(path):

@@ -60,15 +60,22 @@ TEST_CASE("WatchSet: a plain file matches its own name only") {
   CHECK_FALSE(set.matches("/elsewhere", "policy.yaml"));
 }
 
-TEST_CASE("WatchSet: a relative path is taken from the current directory") {
+TEST_CASE("WatchSet: a relative path is taken from the current directory, `..` after a link") {
   TempDir d;
   write(d / "proxy.yaml", "x");
+  fs::create_directory(d / "real");
+  fs::create_directory(d / "real/certs");
+  write(d / "real/ca.pem", "x");
+  fs::create_symlink("real/certs", d / "certs");
   const fs::path old = fs::current_path();
   fs::current_path(d.path);
-  const auto set = WatchSet::of({"proxy.yaml", "./certs/../proxy.yaml"});
+  const auto set = WatchSet::of({"proxy.yaml", "./certs/../ca.pem"});
   fs::current_path(old);
   CHECK(set.matches(d.path.string(), "proxy.yaml"));
-  CHECK_FALSE(set.matches(d.path.string(), "certs"));  // missing, but resolved past: `..` follows
+  CHECK(set.matches(d.path.string(), "certs"));  // the link
+  // `..` is taken from where the link leads, as the kernel does: d/real, not d.
+  CHECK(set.matches(d / "real", "ca.pem"));
+  CHECK_FALSE(set.matches(d.path.string(), "ca.pem"));
 }
 
 TEST_CASE("WatchSet: a missing file is watched for its creation") {

@@ -112,6 +112,7 @@ TEST_CASE("each community verifies its own clients and names itself") {
   CHECK(a.ok);
   CHECK(a.reason == VerifyReason::kNone);
   CHECK(a.community == "alpha");
+  CHECK(a.valid_until == p.now + 365 * pki::kDay);  // the leaf expires first in its chain
   auto b = verify(*t, p.leaf_b, p.now);
   CHECK(b.ok);
   CHECK(b.community == "beta");
@@ -179,7 +180,9 @@ TEST_CASE("a certificate before its notBefore is not yet valid") {
 TEST_CASE("CRLs: revoked leaf and revoked intermediate") {
   Pki p;
   auto t = p.load({p.community("alpha", "alpha.pem", p.full_crls())});
-  CHECK(verify(*t, p.leaf_a, p.now).ok);
+  auto good = verify(*t, p.leaf_a, p.now);
+  CHECK(good.ok);
+  CHECK(good.valid_until == p.now + 7 * pki::kDay);  // the CRLs' nextUpdate comes before any expiry
   auto leaf = verify(*t, p.leaf_a_revoked, p.now);
   CHECK_FALSE(leaf.ok);
   CHECK(leaf.reason == VerifyReason::kRevoked);
