@@ -487,8 +487,26 @@ void read_document(Reader& r, const YAML::Node& root, ProxyConfig& c) {
   }
   if (auto it = m->find("watch"); it != m->end()) r.boolean(it->second, c.watch);
   if (auto it = m->find("audit"); it != m->end()) {
-    if (auto am = r.mapping(it->second, {"path"})) {
+    if (auto am = r.mapping(it->second, {"path", "format", "on_failure"})) {
       if (auto p = am->find("path"); p != am->end()) r.string(p->second, c.audit.path);
+      if (auto f = am->find("format"); f != am->end()) {
+        const Entry& v = f->second;
+        if (v.value.IsScalar() && v.value.Scalar() == "json")
+          c.audit.format = AuditFormatSetting::kJson;
+        else if (v.value.IsScalar() && v.value.Scalar() == "fhir")
+          c.audit.format = AuditFormatSetting::kFhir;
+        else
+          r.error(v, v.path + ": expected json or fhir" + Reader::describe(v.value));
+      }
+      if (auto f = am->find("on_failure"); f != am->end()) {
+        const Entry& v = f->second;
+        if (v.value.IsScalar() && v.value.Scalar() == "deny")
+          c.audit.on_failure = AuditFailureMode::kDeny;
+        else if (v.value.IsScalar() && v.value.Scalar() == "continue")
+          c.audit.on_failure = AuditFailureMode::kContinue;
+        else
+          r.error(v, v.path + ": expected deny or continue" + Reader::describe(v.value));
+      }
     }
   }
 }

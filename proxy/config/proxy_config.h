@@ -76,8 +76,16 @@ struct MetricsSettings {
   std::string listen;  ///< "" = no metrics endpoint
 };
 
+enum class AuditFormatSetting { kJson, kFhir };
+enum class AuditFailureMode { kDeny, kContinue };
+
 struct AuditSettings {
   std::string path = "-";  ///< "-" = stdout
+  /// json: one flat JSON object per line (the contract's fields); fhir: one FHIR R4 AuditEvent per line.
+  AuditFormatSetting format = AuditFormatSetting::kJson;
+  /// deny: while the audit log cannot record (write failing, queue full), allowed requests are
+  /// refused with 503 before they are forwarded; continue: they proceed and the loss is counted.
+  AuditFailureMode on_failure = AuditFailureMode::kDeny;
 };
 
 struct ProxyConfig {

@@ -31,7 +31,8 @@ bool listed(const std::vector<std::string_view>& tokens, std::string_view name) 
 }
 
 bool always_hop_by_hop(std::string_view name) {
-  for (std::string_view h : {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"})
+  for (std::string_view h :
+       {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"})
     if (iequals(h, name)) return true;
   return false;
 }
@@ -55,14 +56,20 @@ std::string forward_request_head(const MessageHead& req, const ReservedHeaders& 
   out.append(req.target);
   out.append(" HTTP/1.1\r\n");
   std::string_view host;
+  bool has_host = false;
   for (const auto& h : req.headers) {
     if (always_hop_by_hop(h.name) || iequals(h.name, "transfer-encoding") ||
-        iequals(h.name, "content-length") || iequals(h.name, "expect") || reserved.contains(h.name) ||
-        listed(tokens, h.name))
+        iequals(h.name, "content-length") || iequals(h.name, "expect") || reserved.contains(h.name))
       continue;
-    if (iequals(h.name, "host")) host = h.value;
+    const bool is_host = iequals(h.name, "host");
+    if (!is_host && listed(tokens, h.name)) continue;  // "Connection: Host" must not strip it
+    if (is_host) {
+      host = h.value;
+      has_host = true;
+    }
     append_header(out, h.name, h.value);
   }
+  if (!has_host && !add.default_host.empty()) append_header(out, "Host", add.default_host);
   out.append(add.identity_block);
   if (!add.rule.empty()) append_header(out, add.rule_header, add.rule);
   append_header(out, "X-Forwarded-For", add.client_address);

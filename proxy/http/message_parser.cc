@@ -14,7 +14,9 @@ bool is_tchar(unsigned char c) {
   return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != 0;
 }
 
-bool is_ctl(unsigned char c) { return c < 0x20 || c == 0x7f; }
+bool is_ctl(unsigned char c) {
+  return c < 0x20 || c == 0x7f;
+}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -22,7 +24,34 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-MessageParser* self(http_parser* p) { return static_cast<MessageParser*>(p->data); }
+MessageParser* self(http_parser* p) {
+  return static_cast<MessageParser*>(p->data);
+}
+
+/// Case-insensitive comparison where '_' in `name` counts as '-' (CGI-style servers map both to
+/// the same variable).
+bool iequals_folded(std::string_view name, std::string_view lower_dashed) {
+  if (name.size() != lower_dashed.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(name[i]);
+    if (c >= 'A' && c <= 'Z') c = static_cast<unsigned char>(c + 32);
+    if (c == '_') c = '-';
+    if (c != static_cast<unsigned char>(lower_dashed[i])) return false;
+  }
+  return true;
+}
+
+/// Headers some frameworks read to replace the request method.
+bool is_method_override(std::string_view name) {
+  return iequals_folded(name, "x-http-method-override") || iequals_folded(name, "x-http-method") ||
+         iequals_folded(name, "x-method-override");
+}
+
+/// True for Content-Length / Transfer-Encoding spelt with '_' for some '-' (any case).
+bool is_framing_lookalike(std::string_view name) {
+  return name.find('_') != std::string_view::npos &&
+         (iequals_folded(name, "content-length") || iequals_folded(name, "transfer-encoding"));
+}
 
 }  // namespace
 
@@ -53,6 +82,7 @@ MessageParser::MessageParser(Kind kind, std::size_t max_header_bytes, std::size_
   settings_.on_header_field = &MessageParser::on_header_field;
   settings_.on_header_value = &MessageParser::on_header_value;
   settings_.on_headers_complete = &MessageParser::on_headers_complete;
+  settings_.on_chunk_header = &MessageParser::on_chunk_header;
   settings_.on_body = &MessageParser::on_body;
   settings_.on_message_complete = &MessageParser::on_message_complete;
   reset();
@@ -148,7 +178,8 @@ MessageParser::Status MessageParser::read_head(evbuffer* in) {
   if (found.pos < 0) {
     if (available > max_header_bytes_)
       return fail(ParseError::kHeadersTooLarge, "request head exceeds max_header_bytes");
-    // Refuse early what can never become a valid head (so a bare-LF client gets 400, not a timeout).
+    // Refuse early what can never become a valid head (so a bare-LF client gets 400, not a
+    // timeout).
     const std::size_t n = std::min(available, max_header_bytes_);
     const auto* bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(n));
     for (std::size_t i = 0; i < n; ++i) {
@@ -165,8 +196,8 @@ MessageParser::Status MessageParser::read_head(evbuffer* in) {
   if (!check_head_bytes(bytes, head_len)) return Status::kError;
 
   head_.head_bytes = head_len;
-  const std::size_t n = http_parser_execute(&parser_, &settings_,
-                                            reinterpret_cast<const char*>(bytes), head_len);
+  const std::size_t n =
+      http_parser_execute(&parser_, &settings_, reinterpret_cast<const char*>(bytes), head_len);
   const auto err = HTTP_PARSER_ERRNO(&parser_);
   if (err != HPE_OK && err != HPE_PAUSED) {
     if (error_ != ParseError::kNone) return Status::kError;  // set by a callback
@@ -192,6 +223,18 @@ bool MessageParser::check_framing() {
   std::string transfer_encoding;
   bool has_te = false;
   for (const auto& h : head_.headers) {
+    if (request && is_framing_lookalike(h.name)) {
+      // CGI-style servers map '_' and '-' to the same variable: a Content_Length or
+      // Transfer_Encoding the proxy ignores could frame the body differently upstream.
+      fail(ParseError::kMalformed, "header name looks like a framing header");
+      return false;
+    }
+    if (request && is_method_override(h.name)) {
+      // The policy decided on the request method; an upstream honouring an override would do
+      // something else (e.g. GET allowed as a read, executed as DELETE).
+      fail(ParseError::kMalformed, "method override headers are not supported");
+      return false;
+    }
     if (iequals(h.name, "content-length")) {
       ++content_lengths;
     } else if (iequals(h.name, "transfer-encoding")) {
@@ -278,7 +321,9 @@ MessageParser::Status MessageParser::finish_eof() {
   return fail(ParseError::kPrematureEof, "connection closed before the message ended");
 }
 
-int MessageParser::on_message_begin(http_parser*) { return 0; }
+int MessageParser::on_message_begin(http_parser*) {
+  return 0;
+}
 
 int MessageParser::on_url(http_parser* p, const char* at, std::size_t len) {
   self(p)->head_.target.append(at, len);
@@ -321,6 +366,16 @@ int MessageParser::on_headers_complete(http_parser* p) {
   } else {
     s->head_.status = static_cast<int>(p->status_code);
     if (s->head_request_) return 1;  // a response to HEAD has no body
+  }
+  return 0;
+}
+
+int MessageParser::on_chunk_header(http_parser* p) {
+  MessageParser* s = self(p);
+  // A chunk that alone would take the body past the limit is refused before any of it arrives.
+  if (s->kind_ == Kind::kRequest && p->content_length > s->max_body_bytes_ - s->body_bytes_) {
+    s->fail(ParseError::kBodyTooLarge, "request body exceeds max_body_bytes");
+    return -1;
   }
   return 0;
 }

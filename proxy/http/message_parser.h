@@ -2,14 +2,17 @@
 //
 // Why http_parser and not evhttp: a proxy needs the head and the body separately and incrementally
 // (decide on the head, stream the body with backpressure, move response bytes without copying), and
-// evhttp buffers whole bodies and accepts several things this proxy must refuse (obs-fold, bare LF).
-// http_parser is a proven, widely fuzzed incremental parser with no allocation of its own.
+// evhttp buffers whole bodies and accepts several things this proxy must refuse (obs-fold, bare
+// LF). http_parser is a proven, widely fuzzed incremental parser with no allocation of its own.
 //
-// What this file adds on top, deliberately stricter than RFC 9112 (the contract's "HTTP strictness"):
-// the head is located by its CRLFCRLF boundary and checked lexically before it is parsed (bare LF, bare
-// CR, NUL and other control characters, obs-fold, whitespace before a colon, non-token header names),
-// and after parsing, framing is checked (Content-Length with Transfer-Encoding, several
-// Content-Length headers, a Transfer-Encoding other than exactly "chunked", CONNECT, upgrades).
+// What this file adds on top, deliberately stricter than RFC 9112 (the contract's "HTTP
+// strictness"): the head is located by its CRLFCRLF boundary and checked lexically before it is
+// parsed (bare LF, bare CR, NUL and other control characters, obs-fold, whitespace before a colon,
+// non-token header names), and after parsing, framing is checked (Content-Length with
+// Transfer-Encoding, several Content-Length headers, a Transfer-Encoding other than exactly
+// "chunked", CONNECT, upgrades, Content_Length / Transfer_Encoding look-alikes and method-override
+// headers such as X-HTTP-Method-Override), and a chunk that alone would exceed the body limit is
+// refused (413) as soon as its size line is read.
 #pragma once
 
 #include <event2/buffer.h>
@@ -70,8 +73,8 @@ class MessageParser {
   void reset(bool head_request = false);
 
   /// Reads a complete head from the front of `in` and drains it. kDone: head() is valid and the
-  /// parser is positioned at the body; kNeedMore: not all of the head has arrived (nothing drained);
-  /// kError: error()/error_message() say why.
+  /// parser is positioned at the body; kNeedMore: not all of the head has arrived (nothing
+  /// drained); kError: error()/error_message() say why.
   Status read_head(evbuffer* in);
 
   /// Sink for body bytes: `raw` are the bytes exactly as they were on the wire (framing included),
@@ -105,6 +108,7 @@ class MessageParser {
   static int on_header_field(http_parser* p, const char* at, std::size_t len);
   static int on_header_value(http_parser* p, const char* at, std::size_t len);
   static int on_headers_complete(http_parser* p);
+  static int on_chunk_header(http_parser* p);
   static int on_body(http_parser* p, const char* at, std::size_t len);
   static int on_message_complete(http_parser* p);
 

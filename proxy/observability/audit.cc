@@ -242,6 +242,8 @@ bool AuditLog::write(AuditEvent event) {
   {
     std::lock_guard lock(mutex_);
     if (stopping_ || queue_.size() >= capacity_) {
+      // Unhealthy until the writer's next batch: audit.on_failure applies meanwhile.
+      if (!stopping_) healthy_ = false;
       ++dropped_;
       if (metrics_ != nullptr) metrics_->count_audit_dropped();
       return false;

@@ -96,7 +96,7 @@ class AuditLog {
 
   /// False while the last write failed (disk full, unwritable) or a requested reopen has not
   /// succeeded yet (the writer keeps appending to the old file and retries the reopen with every
-  /// batch).
+  /// batch), and from a write() that found the queue full until the writer's next batch is done.
   bool healthy() const;
 
   std::uint64_t dropped() const;

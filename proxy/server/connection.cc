@@ -430,6 +430,18 @@ void Connection::decide_and_dispatch() {
            !keep_alive_ || !request_body_done_);
     return;
   }
+  const observability::AuditLog* audit_log = worker_.services().audit;
+  if (audit_log != nullptr && !audit_log->healthy() &&
+      cfg.audit.on_failure == AuditFailureMode::kDeny) {
+    // audit.on_failure: deny: nothing is forwarded that could not be audited. The refusal is
+    // audited too: that write is what tells the log it has recovered.
+    worker_.services().log.warn("audit log unavailable: request refused",
+                                {{"connection", std::to_string(id_)}});
+    audit(503, "deny", "audit log unavailable");
+    reject(http::Rejection::kUnavailable, "audit log unavailable",
+           !keep_alive_ || !request_body_done_);
+    return;
+  }
   forward();
 }
 
@@ -446,8 +458,12 @@ void Connection::forward() {
     framing.content_length = head.content_length;
   }
   chunked_upstream_ = framing.chunked;
+  const auto& upstream = req_state_->config.upstream;
+  const bool v6 = upstream.host.find(':') != std::string::npos;
+  const std::string upstream_authority = (v6 ? "[" + upstream.host + "]" : upstream.host) + ":" +
+                                         std::to_string(upstream.port);
   const http::ForwardAdditions add{identity_block_, req_state_->config.identity_headers.rule,
-                                   decision_.rule, client_ip_};
+                                   decision_.rule, client_ip_, upstream_authority};
   upstream_head_ = http::forward_request_head(head, *req_state_->reserved, add, framing);
   if (!send_to_upstream()) return;
   if (!request_body_done_) {

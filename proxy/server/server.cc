@@ -130,8 +130,9 @@ void reload(const std::string& path, StateHolder& holder, observability::Metrics
     if (nc.listen != oc.listen || nc.workers != oc.workers)
       log.warn("listen and workers cannot change while running; keeping the old values",
                {{"listen", oc.listen}, {"workers", std::to_string(oc.workers)}});
-    if (nc.audit.path != oc.audit.path || nc.metrics.listen != oc.metrics.listen)
-      log.warn("audit.path and metrics.listen apply at the next restart");
+    if (nc.audit.path != oc.audit.path || nc.audit.format != oc.audit.format ||
+        nc.metrics.listen != oc.metrics.listen)
+      log.warn("audit.path, audit.format and metrics.listen apply at the next restart");
     holder.set(fresh);
     metrics.reload(true, now_seconds());
     publish(*fresh, metrics);
@@ -174,7 +175,10 @@ int serve(const std::string& config_path, Logger& log) {
 
   std::unique_ptr<observability::AuditLog> audit;
   try {
-    audit = observability::AuditLog::open(config.audit.path, observability::AuditFormat::kJson,
+    audit = observability::AuditLog::open(config.audit.path,
+                                          config.audit.format == AuditFormatSetting::kFhir
+                                              ? observability::AuditFormat::kFhir
+                                              : observability::AuditFormat::kJson,
                                           &metrics);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: audit: %s\n", config.file.c_str(), e.what());

@@ -153,7 +153,8 @@ class FhirServerTest(unittest.TestCase):
     def cert_args(self, who):
         if who == "anonymous":
             return []
-        return ["--cert", os.path.join(self.certs, who + ".pem"), "--key", os.path.join(self.certs, who + ".key")]
+        return ["--cert", os.path.join(self.certs, who + ".pem"),
+                "--key", os.path.join(self.certs, who + ".key")]
 
     def curl(self, who, method, path, body=None):
         """The curl CLI through the proxy as `who` (an example PKI client name, or "anonymous").
@@ -239,7 +240,8 @@ class FhirServerTest(unittest.TestCase):
         self.assertEqual(status, 201, created)
         pid = created["id"]
         self.assertEqual(created["resourceType"], "Patient")
-        self.assertEqual(headers.get("location"), "/fhir/Patient/%s/_history/%s" % (pid, created["meta"]["versionId"]))
+        self.assertEqual(headers.get("location"),
+                         "/fhir/Patient/%s/_history/%s" % (pid, created["meta"]["versionId"]))
 
         status, headers, read = self.curl("covered-entity", "GET", "/Patient/" + pid)
         self.assertEqual(status, 200, read)

@@ -7,12 +7,12 @@ import json
 import os
 import re
 import shutil
-import ssl
 import threading
 import time
 import unittest
 
 from harness import client
+from harness.upstream import EchoUpstream, pattern_sha256
 from lifecycle_fixture import POLICY, LifecycleTestCase
 
 RELOADS = "fhir_mtls_proxy_policy_reloads_total"
@@ -165,7 +165,6 @@ class ConfigReloadTest(LifecycleTestCase):
     keep the configuration they started with."""
 
     def test_in_flight_requests_survive_a_reload_that_moves_the_upstream(self):
-        from harness.upstream import EchoUpstream, pattern_sha256
         size = 24 * 1024 * 1024
         self.up.route("/fhir/Binary/long", stream_bytes=size, content_type="application/octet-stream")
         self.up.route("/fhir/Patient/slow", delay=1.0)

@@ -6,7 +6,6 @@ large and chunked bodies"; bounded memory through backpressure)."""
 import hashlib
 import os
 import re
-import socket
 import threading
 import time
 import unittest

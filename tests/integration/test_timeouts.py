@@ -5,7 +5,6 @@ response timeouts, including a response that stalls in the middle of its body.""
 import select
 import socket
 import ssl
-import threading
 import time
 import unittest
 

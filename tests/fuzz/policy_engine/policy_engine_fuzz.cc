@@ -95,7 +95,7 @@ rules:
   - name: id-operations
     effect: allow
     when:
-      san_ip: ["127.0.0.1"]
+      subject: { CN: ["ops-*"] }
       fhir:
         operation: ["$everything", "$export"]
   - name: anon-public
@@ -121,7 +121,7 @@ DistinguishedName dn(FuzzedDataProvider& in) {
   for (std::size_t i = 0; i < n; ++i) {
     DnAttribute a;
     a.type = pick(in, {"CN", "O", "OU", "C"});
-    a.value = pick(in, {"Example Hospital", "Cardiology", "Example DirectTrust CA", "app", ""});
+    a.value = pick(in, {"Example Hospital", "Cardiology", "Example DirectTrust CA", "ops-1", ""});
     d.rfc4514 += (i ? "," : "") + a.type + "=" + a.value;
     d.attributes.push_back(std::move(a));
   }

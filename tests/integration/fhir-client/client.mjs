@@ -22,7 +22,8 @@ import { parseArgs } from 'node:util';
 import { Client } from 'fhir-kit-client';
 import { Agent } from 'undici';
 
-const usage = 'usage: node client.mjs --base URL --ca CA.pem [--cert CHAIN.pem --key KEY.pem] [--family NAME] [--read-id ID]';
+const usage =
+  'usage: node client.mjs --base URL --ca CA.pem [--cert CHAIN.pem --key KEY.pem] [--family NAME] [--read-id ID]';
 
 let args;
 try {

@@ -353,6 +353,16 @@ TEST_CASE("wrong types and ranges") {
   CHECK(error(kMinimal + "audit:\n  path: {}\n") ==
         "p.yaml:12:9: audit.path: expected a string, got a mapping");
   CHECK(contains(error(kMinimal + "tls_x: 1\n"), "unknown key"));
+  CHECK(error(kMinimal + "audit:\n  format: xml\n") ==
+        "p.yaml:12:11: audit.format: expected json or fhir, got \"xml\"");
+}
+
+TEST_CASE("audit format") {
+  CHECK(load(kMinimal).audit.format == fmp::proxy::AuditFormatSetting::kJson);
+  CHECK(load(kMinimal + "audit:\n  format: fhir\n").audit.format ==
+        fmp::proxy::AuditFormatSetting::kFhir);
+  CHECK(load(kMinimal + "audit:\n  format: json\n").audit.format ==
+        fmp::proxy::AuditFormatSetting::kJson);
 }
 
 TEST_CASE("tls enumerations") {
