@@ -63,14 +63,17 @@ install_packages() {
   command -v nginx >/dev/null || need+=(nginx-light)
   command -v haproxy >/dev/null || need+=(haproxy)
   [[ ${#need[@]} -eq 0 ]] && return 0
-  command -v apt-get >/dev/null || die "nginx/haproxy missing and no apt-get"
+  if ! command -v apt-get >/dev/null || [[ $(id -u) -ne 0 ]]; then
+    echo "run.sh: SKIP: nginx/haproxy missing and cannot be installed (needs root and apt-get)" >&2
+    exit 77
+  fi
   log "installing ${need[*]} from Debian"
   # policy-rc.d (when present) keeps the packages' own services from starting.
   DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y "${need[@]}" >/dev/null 2>&1 ||
     { DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update >/dev/null 2>&1 || true
       local alt=("${need[@]/nginx-light/nginx}")
       DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y "${alt[@]}" >/dev/null 2>&1 ||
-        die "apt-get install ${alt[*]} failed"; }
+        { echo "run.sh: SKIP: apt-get install ${alt[*]} failed" >&2; exit 77; }; }
 }
 install_packages
 NGINX=$(command -v nginx)
@@ -375,6 +378,7 @@ fhir_base: /fhir
 policy: $TMP/policy.yaml
 limits:
   idle_timeout_ms: 300000
+  header_timeout_ms: 300000   # also the keep-alive idle limit: like nginx keepalive_timeout 300s
 metrics:
   listen: "127.0.0.1:$FMP_METRICS_PORT"
 audit:

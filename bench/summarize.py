@@ -93,8 +93,10 @@ def main():
             "p99": med(r["latency_ms"]["p99"] for r in use),
             "p999": med(r["latency_ms"]["p99.9"] for r in use),
             "max": med(r["latency_ms"]["max"] for r in use),
-            "cpu": med(r["cpu"]["proxy_us_per_request"] for r in use) if key[1] != "direct" else None,
-            "busy": med(r["cpu"]["proxy_busy"] for r in use) if key[1] != "direct" else None,
+            "cpu": (med(r["cpu"]["proxy_us_per_request"] for r in use)
+                    if key[1] != "direct" and key[0] != "idle" else None),
+            "busy": (med(r["cpu"]["proxy_busy"] for r in use)
+                     if key[1] != "direct" and key[0] != "idle" else None),
             "other": med(r["cpu"]["other_cores"] for r in rs),
             "errors": sum(r["errors"]["total"] for r in rs),
             "non200": sum(n for r in rs for code, n in r["status"].items() if code != "200"),

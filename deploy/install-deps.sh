@@ -9,6 +9,8 @@ packages=(
   libevent-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev prometheus-cpp-dev doctest-dev
   libhttp-parser-dev libbenchmark-dev libsystemd-dev
   openssl curl python3 ca-certificates
+  python3-yaml  # /usr/bin/python3 reads the Kubernetes manifests in test_deploy_manifests.py
+  systemd  # systemd-analyze verify / security in test_package.py
   prometheus  # prometheus + promtool for tests/integration/test_prometheus.py
 )
 

@@ -198,7 +198,7 @@ void LoadGenerator::on_idle_attempt_over() {
   // Every attempt is over: hold what is established for the measured window.
   if (!options_.ready_file.empty()) {
     std::ofstream ready(options_.ready_file);
-    ready << stats_.idle_established << "\n";
+    ready << stats_.idle_established - stats_.errors_closed_idle << "\n";  // open right now
   }
   std::fprintf(stderr, "fmp-loadgen: %llu of %d connections established and idle\n",
                static_cast<unsigned long long>(stats_.idle_established), options_.connections);

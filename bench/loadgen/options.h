@@ -50,7 +50,7 @@ struct Options {
   // Accounting
   std::vector<int> proxy_pids;  ///< processes whose CPU time is "the proxy" (summed)
   std::vector<int> rig_pids;    ///< other known processes of the rig (the upstream), summed
-  std::string ready_file;       ///< idle mode: written once every connection is established
+  std::string ready_file;       ///< idle mode: once every attempt is over, holds the number open
 
   // Output
   bool json = false;
