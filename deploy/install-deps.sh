@@ -12,6 +12,7 @@ packages=(
   python3-yaml  # /usr/bin/python3 reads the Kubernetes manifests in test_deploy_manifests.py
   systemd  # systemd-analyze verify / security in test_package.py
   prometheus  # prometheus + promtool for tests/integration/test_prometheus.py
+  sslscan     # TLS configuration scan: tests/integration/test_tls_scan.py
 )
 
 missing=()

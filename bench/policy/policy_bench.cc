@@ -1,5 +1,5 @@
 // Decisions per second of the policy engine at 10, 1,000 and 100,000 rules, and for a 500-entry
-// Bundle.
+// Bundle; classification of a 1 MiB transaction Bundle (the JSON inspection of the body).
 //
 // The policies look like a large deployment's: per-application rules keyed on subject O + CN, on
 // SAN URI and on trust community, a few glob rules that every request must try (metadata, wildcard
@@ -7,11 +7,14 @@
 // through the linear walk (the reference semantics) to show what the index saves.
 #include <benchmark/benchmark.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 
 #include "policy/engine.h"
+#include "policy/fhir_classify.h"
 #include "policy/policy_loader.h"
 
 namespace {
@@ -171,6 +174,62 @@ void BM_Bundle500(benchmark::State& state) {
                                                    benchmark::Counter::kIsRate);
 }
 
+/// One transaction entry as a client would send it: a US-Core-like Patient of about 1.4 KiB
+/// (profile, identifier, names, telecom, address, contact, nested codings) created with POST.
+std::string patient_entry(int i) {
+  const std::string uuid = std::to_string(i + 1);
+  std::string e = R"({"fullUrl":"urn:uuid:00000000-0000-0000-0000-)";
+  e.append(12 - uuid.size(), '0').append(uuid);
+  e += R"(","resource":{"resourceType":"Patient","meta":{"profile":[)";
+  e += R"("http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"]},)";
+  e += R"("text":{"status":"generated","div":)";
+  e += R"("<div xmlns=\"http://www.w3.org/1999/xhtml\">Peter James Chalmers</div>"},)";
+  e += R"("identifier":[{"system":"urn:oid:1.2.36.146.595.217.0.1","value":")";
+  e += std::to_string(100000 + i) + R"("}],"active":true,)";
+  e += R"("name":[{"use":"official","family":"Chalmers","given":["Peter","James"]},)";
+  e += R"({"use":"usual","given":["Jim"]}],)";
+  e += R"("telecom":[{"system":"phone","value":"(03) 5555 6473","use":"work","rank":1},)";
+  e += R"({"system":"phone","value":"(03) 3410 5613","use":"mobile","rank":2}],)";
+  e += R"("gender":"male","birthDate":"1974-12-25","deceasedBoolean":false,)";
+  e += R"("address":[{"use":"home","type":"both",)";
+  e += R"("text":"534 Erewhon St PeasantVille, Rainbow, Vic  3999","line":["534 Erewhon St"],)";
+  e += R"("city":"PleasantVille","district":"Rainbow","state":"Vic","postalCode":"3999",)";
+  e += R"("period":{"start":"1974-12-25"}}],)";
+  e += R"("contact":[{"relationship":[{"coding":[)";
+  e += R"({"system":"http://terminology.hl7.org/CodeSystem/v2-0131","code":"N"}]}],)";
+  e += R"("name":{"family":"du Marché","given":["Bénédicte"]},)";
+  e += R"("telecom":[{"system":"phone","value":"+33 (237) 998327"}],)";
+  e += R"("address":{"use":"home","type":"both","line":["534 Erewhon St"],)";
+  e += R"("city":"PleasantVille","district":"Rainbow","state":"Vic","postalCode":"3999",)";
+  e += R"("period":{"start":"1974-12-25"}},"gender":"female","period":{"start":"2012"}}],)";
+  e += R"("managingOrganization":{"reference":"Organization/1"}},)";
+  e += R"("request":{"method":"POST","url":"Patient"}})";
+  return e;
+}
+
+/// classify() of a POST to the base carrying a 1 MiB transaction Bundle (about 700 entries, each a
+/// ~1.4 KiB Patient): the cost of inspecting the body before any rule runs.
+void BM_ClassifyBundle1MiB(benchmark::State& state) {
+  std::string body = R"({"resourceType":"Bundle","type":"transaction","entry":[)";
+  int entries = 0;
+  while (body.size() < 1024 * 1024 - 2000) {
+    if (entries > 0) body += ',';
+    body += patient_entry(entries++);
+  }
+  body += "]}";
+  const auto first =
+      fmp::policy::classify("POST", "/fhir", "", "/fhir", "application/fhir+json", body);
+  if (!first.bundle_error.empty() || first.entries.size() != static_cast<std::size_t>(entries))
+    state.SkipWithError(("unexpected classification: " + first.bundle_error).c_str());
+  for (auto _ : state) {
+    auto r = fmp::policy::classify("POST", "/fhir", "", "/fhir", "application/fhir+json", body);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(body.size()));
+  state.SetLabel(std::to_string(body.size()) + " bytes, " + std::to_string(entries) + " entries");
+}
+
 /// Compile time of a policy (YAML parse, validation, index build).
 void BM_Load(benchmark::State& state) {
   const std::string yaml = policy_yaml(static_cast<int>(state.range(0)));
@@ -187,6 +246,7 @@ BENCHMARK(BM_Evaluate)->Arg(10)->Arg(1000)->Arg(100000);
 BENCHMARK(BM_EvaluateLinear)->Arg(10)->Arg(1000)->Arg(100000);
 BENCHMARK(BM_EvaluateAnonymousMetadata)->Arg(10)->Arg(100000);
 BENCHMARK(BM_Bundle500)->Arg(10)->Arg(1000)->Arg(100000);
+BENCHMARK(BM_ClassifyBundle1MiB)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Load)->Arg(1000)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

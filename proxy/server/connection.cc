@@ -23,6 +23,10 @@ using observability::UpstreamError;
 constexpr std::size_t kHighWatermark = 256 * 1024;
 /// Reading resumes once the backlog has drained below this.
 constexpr std::size_t kLowWatermark = 64 * 1024;
+/// Bytes moved per read or write call: large enough for full 16 KiB TLS records and few syscalls.
+constexpr ev_ssize_t kMaxSingleIo = 64 * 1024;
+/// Client bytes read ahead (pipelined requests) beyond a request head before reading pauses.
+constexpr std::size_t kReadAhead = 64 * 1024;
 
 timeval to_timeval(int ms) { return timeval{ms / 1000, (ms % 1000) * 1000}; }
 
@@ -112,6 +116,12 @@ bool Connection::start() {
   bufferevent_setcb(down_.get(), &Connection::down_read_cb, &Connection::down_write_cb,
                     &Connection::down_event_cb, this);
   bufferevent_setwatermark(down_.get(), EV_WRITE, kLowWatermark, 0);
+  // Reading stays enabled for the connection's life (no epoll_ctl per request); the high read
+  // watermark bounds what a client can pipeline ahead of the request being served.
+  bufferevent_setwatermark(down_.get(), EV_READ, 0,
+                           conn_state_->config.limits.max_header_bytes + kReadAhead);
+  bufferevent_set_max_single_read(down_.get(), kMaxSingleIo);
+  bufferevent_set_max_single_write(down_.get(), kMaxSingleIo);
   const timeval idle = to_timeval(conn_state_->config.limits.idle_timeout_ms);
   bufferevent_set_timeouts(down_.get(), &idle, &idle);
   bufferevent_enable(down_.get(), EV_READ | EV_WRITE);
@@ -173,7 +183,8 @@ void Connection::on_down_event(short events) {
     worker_.services().log.info("client connection idle timeout",
                                 {{"connection", std::to_string(id_)}, {"client", client_address_}});
   }
-  // EOF or error from the client: nothing more can be delivered to it.
+  // EOF or error from the client: like nginx, a client that closes its side is taken to have
+  // abandoned the request (TLS half-close is not supported); the upstream exchange is cut too.
   if (up_phase_ != Up::kNone && response_started_) {
     worker_.services().log.info("client went away during the response",
                                 {{"connection", std::to_string(id_)}});
@@ -388,8 +399,7 @@ void Connection::pump_request_body() {
     return;
   }
   request_body_done_ = true;
-  down_phase_ = Down::kWaitResponse;
-  bufferevent_disable(down_.get(), EV_READ);
+  wait_for_response();
   if (buffer_body_) {
     decide_and_dispatch();
     return;
@@ -460,8 +470,8 @@ void Connection::forward() {
   chunked_upstream_ = framing.chunked;
   const auto& upstream = req_state_->config.upstream;
   const bool v6 = upstream.host.find(':') != std::string::npos;
-  const std::string upstream_authority = (v6 ? "[" + upstream.host + "]" : upstream.host) + ":" +
-                                         std::to_string(upstream.port);
+  const std::string upstream_authority =
+      (v6 ? "[" + upstream.host + "]" : upstream.host) + ":" + std::to_string(upstream.port);
   const http::ForwardAdditions add{identity_block_, req_state_->config.identity_headers.rule,
                                    decision_.rule, client_ip_, upstream_authority};
   upstream_head_ = http::forward_request_head(head, *req_state_->reserved, add, framing);
@@ -472,8 +482,7 @@ void Connection::forward() {
     if (head.expect_continue) bufferevent_write(down_.get(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     pump_request_body();
   } else {
-    down_phase_ = Down::kWaitResponse;
-    bufferevent_disable(down_.get(), EV_READ);
+    wait_for_response();
   }
 }
 
@@ -649,6 +658,14 @@ void Connection::finish_response() {
   next_request();
 }
 
+void Connection::wait_for_response() {
+  down_phase_ = Down::kWaitResponse;
+  // The client owes nothing now: no read timeout while the response is awaited and streamed (a
+  // large download must not be cut because the client stays silent); the write timeout stays.
+  const timeval idle = to_timeval(conn_state_->config.limits.idle_timeout_ms);
+  bufferevent_set_timeouts(down_.get(), nullptr, &idle);
+}
+
 void Connection::next_request() {
   req_parser_.reset();
   audited_ = false;
@@ -658,7 +675,9 @@ void Connection::next_request() {
   started_ = Clock::time_point{};
   down_phase_ = Down::kHead;
   req_state_.reset();
-  bufferevent_enable(down_.get(), EV_READ);
+  const timeval idle = to_timeval(conn_state_->config.limits.idle_timeout_ms);
+  bufferevent_set_timeouts(down_.get(), &idle, &idle);
+  bufferevent_enable(down_.get(), EV_READ);  // no-op unless body backpressure had paused it
   arm_header_timer();
   read_head();  // a pipelined request may be waiting
 }

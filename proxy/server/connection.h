@@ -75,6 +75,7 @@ class Connection : private http::MessageParser::BodySink {
   bool send_to_upstream();
   void upstream_failed(observability::UpstreamError kind);
   void finish_response();
+  void wait_for_response();
   void next_request();
 
   void reject(http::Rejection r, std::string_view diagnostics, bool close);

@@ -202,8 +202,14 @@ FileWatcher::FileWatcher(std::vector<std::string> paths, std::chrono::millisecon
     close(inotify_fd_);
     throw std::system_error(err, std::generic_category(), "eventfd");
   }
-  rescan();  // watching before the constructor returns: no change after it is missed
-  thread_ = std::thread([this] { run(); });
+  try {
+    rescan();  // watching before the constructor returns: no change after it is missed
+    thread_ = std::thread([this] { run(); });
+  } catch (...) {
+    close(wake_fd_);
+    close(inotify_fd_);
+    throw;
+  }
 }
 
 FileWatcher::~FileWatcher() {
@@ -218,13 +224,18 @@ FileWatcher::~FileWatcher() {
 }
 
 void FileWatcher::set_paths(std::vector<std::string> paths) {
+  std::uint64_t ticket = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (paths == paths_) return;
     paths_ = std::move(paths);
     paths_changed_ = true;
+    ticket = ++requested_;
   }
   wake();
+  std::unique_lock<std::mutex> lock(mu_);
+  applied_cv_.wait_for(lock, std::chrono::seconds(2),
+                       [&] { return applied_ >= ticket || stopping_; });
 }
 
 void FileWatcher::wake() {
@@ -234,11 +245,25 @@ void FileWatcher::wake() {
 
 void FileWatcher::rescan() {
   std::vector<std::string> paths;
+  std::uint64_t ticket = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     paths = paths_;
     paths_changed_ = false;
+    ticket = requested_;
   }
+  // Whatever happens below, set_paths() callers waiting for this set are released at the end.
+  struct Release {
+    FileWatcher* w;
+    std::uint64_t ticket;
+    ~Release() {
+      {
+        std::lock_guard<std::mutex> lock(w->mu_);
+        w->applied_ = std::max(w->applied_, ticket);
+      }
+      w->applied_cv_.notify_all();
+    }
+  } release{this, ticket};
   set_ = WatchSet::of(paths);
   const std::vector<std::string> dirs = set_.directories();
   const std::set<std::string> wanted(dirs.begin(), dirs.end());

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -65,7 +66,9 @@ class FileWatcher {
   FileWatcher(const FileWatcher&) = delete;
   FileWatcher& operator=(const FileWatcher&) = delete;
 
-  /// Replaces the watched paths (e.g. after a reload named other files). Thread-safe.
+  /// Replaces the watched paths (e.g. after a reload named other files). Thread-safe. Returns once
+  /// the watcher thread watches the new set (at most ~2 s), so a change made after the call is
+  /// seen.
   void set_paths(std::vector<std::string> paths);
 
  private:
@@ -83,6 +86,9 @@ class FileWatcher {
   std::vector<std::string> paths_;  ///< guarded by mu_
   bool paths_changed_ = false;      ///< guarded by mu_
   bool stopping_ = false;           ///< guarded by mu_
+  std::uint64_t requested_ = 0;     ///< guarded by mu_: set_paths() calls made
+  std::uint64_t applied_ = 0;       ///< guarded by mu_: set_paths() calls the thread has applied
+  std::condition_variable applied_cv_;
 
   // Watcher thread only.
   WatchSet set_;

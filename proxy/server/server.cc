@@ -61,7 +61,8 @@ void notify_systemd(const char* message) {
 /// How long the file watcher waits after the last change of a burst before it asks for a reload.
 constexpr std::chrono::milliseconds kWatchDebounce{200};
 
-/// Every file a configuration is read from: proxy.yaml and each file (or policy directory) it names.
+/// Every file a configuration is read from: proxy.yaml and each file (or policy directory) it
+/// names.
 std::vector<std::string> config_files(const std::string& config_path, const ProxyConfig& c) {
   std::vector<std::string> files{config_path, c.policy.path, c.tls.cert.path, c.tls.key.path};
   for (const auto& t : c.tls.trust) {
@@ -88,7 +89,9 @@ enum class ReloadTrigger { kSignal, kWatcher };
 
 /// The file watcher's wake-up for the main thread: a real-time signal of its own, so it never
 /// merges with (and so never swallows) an operator's SIGHUP.
-int watch_signal() { return SIGRTMIN + 1; }
+int watch_signal() {
+  return SIGRTMIN + 1;
+}
 
 /// Starts or stops the watcher to match `config.watch`, and points it at the files `config` names.
 void update_watcher(std::unique_ptr<FileWatcher>& watcher, const std::string& config_path,
@@ -106,12 +109,14 @@ void update_watcher(std::unique_ptr<FileWatcher>& watcher, const std::string& co
   try {
     const pid_t self = getpid();
     const int sig = watch_signal();
-    watcher = std::make_unique<FileWatcher>(std::move(files), kWatchDebounce,
-                                            [self, sig] { kill(self, sig); }, log);
+    watcher = std::make_unique<FileWatcher>(
+        std::move(files), kWatchDebounce, [self, sig] { kill(self, sig); }, log);
     log.info("watching the configuration files; a change reloads like SIGHUP");
+    // A change between the last load and the first watch would go unseen: one digest-checked
+    // look now (it reloads nothing when the files are as loaded).
+    kill(self, sig);
   } catch (const std::exception& e) {
-    log.warn("cannot watch the configuration files; reload with SIGHUP",
-             {{"error", e.what()}});
+    log.warn("cannot watch the configuration files; reload with SIGHUP", {{"error", e.what()}});
   }
 }
 

@@ -32,8 +32,8 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& st
     metrics_.add_upstream_idle(-1);
     if (idle->conn->key != key) continue;  // a reload moved the upstream: drop the old connection
     std::unique_ptr<UpstreamConnection> conn = std::move(idle->conn);
+    // Reading stays enabled (no epoll_ctl); the caller installs its callbacks before the loop runs.
     bufferevent_setcb(conn->bev.get(), nullptr, nullptr, nullptr, nullptr);
-    bufferevent_disable(conn->bev.get(), EV_READ);
     conn->reused = true;
     return conn;
   }
@@ -64,6 +64,8 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& st
     conn->bev.reset(bufferevent_socket_new(base_, fd, BEV_OPT_CLOSE_ON_FREE));
   }
   if (!conn->bev) return nullptr;
+  bufferevent_set_max_single_read(conn->bev.get(), 64 * 1024);
+  bufferevent_set_max_single_write(conn->bev.get(), 64 * 1024);
   // The socket is already set on the bufferevent, so connect() is issued on it directly.
   if (bufferevent_socket_connect(conn->bev.get(),
                                  reinterpret_cast<const sockaddr*>(&state.upstream_addr),

@@ -331,6 +331,9 @@ std::shared_ptr<const ServerContext> ServerContext::build(const ProxyConfig& con
 #endif
   SSL_CTX_set_options(ctx, options);
   SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+  // Idle connections give their 16 KiB+ read/write buffers back: thousands of kept-alive clients
+  // then cost little memory.
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 
   X509* leaf = load_certificate_chain(ctx, tls.cert, diags);
   if (leaf != nullptr) sc->server_not_after_ = asn1_to_time_t(X509_get0_notAfter(leaf));

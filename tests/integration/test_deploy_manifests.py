@@ -377,7 +377,8 @@ class DockerfileTest(unittest.TestCase):
         argv = json.loads(m.group(1))
         self.assertTrue(os.path.exists(argv[0]), argv)  # bash, present in debian:12-slim too
         self.assertIn("/readyz", argv[-1])
-        self.assertIn("/%d/" % self.metrics, argv[-1])
+        token = "/dev/tcp/127.0.0.1/%d " % self.metrics
+        self.assertIn(token, argv[-1])
         tmp = tempfile.mkdtemp(prefix="fmp-health-")
         self.addCleanup(shutil.rmtree, tmp, True)
         pki = Pki(os.path.join(tmp, "pki"))
@@ -385,12 +386,12 @@ class DockerfileTest(unittest.TestCase):
         with EchoUpstream() as up:
             cfg = proxy_config(pki.server(ca), [("dt", ca.cert)], up.url)
             with ProxyProcess(binary_path(), os.path.join(tmp, "w"), cfg, {"default": "deny"}) as p:
-                cmd = argv[:-1] + [argv[-1].replace("/%d/" % self.metrics, "/%d/" % p.metrics_port)]
+                cmd = argv[:-1] + [argv[-1].replace(token, "/dev/tcp/127.0.0.1/%d " % p.metrics_port)]
                 r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
                 self.assertEqual(r.returncode, 0, r.stdout)
                 port = p.metrics_port
             # Stopped: unhealthy.
-            cmd = argv[:-1] + [argv[-1].replace("/%d/" % self.metrics, "/%d/" % port)]
+            cmd = argv[:-1] + [argv[-1].replace(token, "/dev/tcp/127.0.0.1/%d " % port)]
             r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
             self.assertNotEqual(r.returncode, 0)
 

@@ -6,7 +6,8 @@ After every fault the proxy must still serve a good client and leak nothing: its
 return to the baseline (plus at most max_idle_connections pooled upstream connections),
 fhir_mtls_proxy_active_connections returns to 0, and its resident memory stays near the baseline.
 
-FMP_FAULTS_IDLE_CONNECTIONS sets the number of idle TLS connections (default 5000).
+FMP_FAULTS_IDLE_CONNECTIONS sets the number of idle TLS connections (default 5000; 1000 under the
+sanitizer builds). Three further rounds of 2/5 of that many check that memory stops growing.
 """
 
 import os
@@ -25,7 +26,10 @@ from harness.upstream import EchoUpstream
 from lifecycle_fixture import POLICY, LifecycleTestCase, RawUpstream, fd_count, proc_status, wait_until
 
 MAX_IDLE = 4
-IDLE_CONNECTIONS = int(os.environ.get("FMP_FAULTS_IDLE_CONNECTIONS", "5000"))
+# Under the sanitizer builds (tests/run.sh sets ASAN_OPTIONS / TSAN_OPTIONS) every handshake costs
+# several times more: 1000 there.
+_SANITIZED = "ASAN_OPTIONS" in os.environ or "TSAN_OPTIONS" in os.environ
+IDLE_CONNECTIONS = int(os.environ.get("FMP_FAULTS_IDLE_CONNECTIONS", "1000" if _SANITIZED else "5000"))
 # Resident memory may grow this much over the warmed-up baseline after a fault (allocator caches,
 # OpenSSL's per-thread state); a leak per connection or per request exceeds it quickly.
 RSS_SLACK_KB = 48 * 1024
@@ -80,6 +84,8 @@ class FaultsTest(LifecycleTestCase):
         self.assertTrue(ok, "%s: fds %d (baseline %d), active %s" % (
             what, fd_count(proxy.pid), baseline["fds"],
             proxy.metric("fhir_mtls_proxy_active_connections")))
+        if _SANITIZED:
+            return  # ASan's quarantine holds freed memory on purpose; its leak checker judges instead
         rss = proc_status(proxy.pid)["VmRSS"]
         self.assertLessEqual(rss, baseline["rss"] + rss_slack_kb,
                              "%s: RSS %d kB (baseline %d kB)" % (what, rss, baseline["rss"]))
@@ -229,13 +235,16 @@ class FaultsTest(LifecycleTestCase):
             self.assertEqual(first.request("GET", "/fhir/Patient/ticket").status, 200)
             session = first.sock.session  # carries the TLS 1.3 ticket once a response was read
         rss = []
-        for round_ in range(int(os.environ.get("FMP_FAULTS_IDLE_ROUNDS", "2"))):
+        # Round 1: n connections. Rounds 2 to 4: fewer, which mostly fit in what round 1 made the
+        # allocator keep, so a per-connection leak is what would keep them growing.
+        m = n * 2 // 5
+        for round_, count in enumerate((n, m, m, m)):
             started = time.monotonic()
-            idle = self.open_idle(proxy, n, ctx, session)
+            idle = self.open_idle(proxy, count, ctx, session)
             try:
                 opened = time.monotonic() - started
                 self.assertTrue(wait_until(
-                    lambda: proxy.metric("fhir_mtls_proxy_active_connections") == n, 20),
+                    lambda: proxy.metric("fhir_mtls_proxy_active_connections") == count, 20),
                     proxy.metric("fhir_mtls_proxy_active_connections"))
                 peak = proc_status(proxy.pid)["VmRSS"]
                 # A good client is still served while they sit there...
@@ -243,7 +252,7 @@ class FaultsTest(LifecycleTestCase):
                     r = client.request(self.ctx(), proxy.port, "GET", "/fhir/Patient/idle-%d" % i)
                     self.assertEqual(r.status, 200)
                 # ...and the idle connections themselves are still usable.
-                for s in (idle[0], idle[n // 2], idle[-1]):
+                for s in (idle[0], idle[count // 2], idle[-1]):
                     s.sendall(client.build_request("GET", "/fhir/Patient/idle", port=proxy.port))
                     self.assertEqual(client.read_response(client._SocketReader(s)).status, 200)
             finally:
@@ -253,13 +262,17 @@ class FaultsTest(LifecycleTestCase):
             self.assertTrue(wait_until(lambda: fd_count(proxy.pid) <= baseline["fds"] + MAX_IDLE, 10))
             rss.append((peak, proc_status(proxy.pid)["VmRSS"]))
             print("\nround %d: %d idle TLS connections opened in %.1f s; proxy RSS %d kB, %d kB at "
-                  "the peak, %d kB after" % (round_ + 1, n, opened, baseline["rss"], peak, rss[-1][1]))
-        # The allocator keeps what the first round took (and the TLS session cache holds up to
-        # one session per handshake), so memory is compared round to round: a per-connection leak
-        # would add n times its size in the second round.
-        self.assertLessEqual(rss[1][1], rss[0][1] + RSS_SLACK_KB, rss)
+                  "the peak, %d kB after" % (round_ + 1, count, opened, baseline["rss"], peak,
+                                              rss[-1][1]))
+        # glibc's allocator keeps much of what round 1 took and settles over a few rounds
+        # (measured: rounds of 2000 add 77, 25, 10, 3, 1.5, 0.8 ... MB, converging), so "back to
+        # baseline" cannot be asked of RSS here. Instead the last round may not add a quarter of
+        # what its connections took in round 1: a leak of a quarter of a connection's state would.
+        per_connection = (rss[0][0] - baseline["rss"]) / n
+        if not _SANITIZED:
+            self.assertLessEqual(rss[3][1] - rss[2][1], per_connection * m / 4, rss)
         self.assert_recovered(proxy, baseline, "idle connections",
-                              rss_slack_kb=rss[0][1] - baseline["rss"] + RSS_SLACK_KB)
+                              rss_slack_kb=rss[3][1] - baseline["rss"] + RSS_SLACK_KB)
 
     def test_handshake_flood_with_untrusted_certificates(self):
         rogue_root = self.pki.root("rogue-root", subject={"O": "Rogue", "CN": "Rogue Root"})
@@ -417,7 +430,8 @@ class FaultsTest(LifecycleTestCase):
         os.unlink(filler)  # free the disk: the next refusal's audit write succeeds
         self.assertTrue(wait_until(lambda: client.request(
             self.ctx(), proxy.port, "GET", "/fhir/Patient/recovered").status == 200, 10))
-        self.assertTrue(any('"status":503' in line for line in open(proxy.audit_path)))
+        with open(proxy.audit_path) as f:
+            self.assertIn('"status":503', f.read())
 
 
 if __name__ == "__main__":

@@ -174,6 +174,7 @@ class WatchReloadTest(unittest.TestCase):
         return client.tls_context(cert=self.client.chain, key=self.client.key, ca=self.server_ca.cert)
 
     def start(self, policy_path=None, policy=OPEN, tls=None, **overrides):
+        overrides.setdefault("watch", True)  # the proxy's default; the harness turns it off
         cfg = proxy_config(self.server, [("directtrust", self.bundle)], self.up.url, **overrides)
         if tls:
             cfg["tls"].update(tls)
@@ -341,6 +342,11 @@ class WatchReloadTest(unittest.TestCase):
         cfg["watch"] = True
         proxy.write_config(cfg)
         self.assertEqual(proxy.reload(), "success")
+        # The reload counter moves before the watcher is started and logs: wait for the log line.
+        deadline = time.monotonic() + 5
+        while ("watching the configuration files" not in proxy.stderr_text()
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         self.assertIn("watching the configuration files", proxy.stderr_text())
         write_in_place(proxy.policy_path, to_yaml(OPEN))
         self.wait_reload(proxy, "success", 3)

@@ -101,6 +101,9 @@ def proxy_config(server, trust, upstream, server_key=None, client_cert="require"
     cfg = {
         "workers": 1,
         "drain_timeout_ms": 5000,
+        # Tests reload with SIGHUP and count reloads exactly; the file watcher (default on in the
+        # proxy) would add reloads of its own. test_watch_reload turns it on explicitly.
+        "watch": False,
         "tls": {"cert": cert, "key": server_key or key, "client_cert": client_cert, "trust": entries},
         "upstream": {"url": upstream, "connect_timeout_ms": 2000, "response_timeout_ms": 10000},
         "fhir_base": "/fhir",
