@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include "policy/engine.h"
@@ -388,26 +389,73 @@ class Compiler {
   std::map<std::string, Located> categories_seen_;  ///< OID -> name as set by a policy file
 };
 
+/// Records where each YAML document's first node starts; builds nothing.
+class DocumentMarks final : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> first_nodes;  ///< one per document that has a node
+
+  void OnDocumentStart(const YAML::Mark&) override { seen_node_ = false; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    node(m);
+  }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    node(m);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    node(m);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void node(const YAML::Mark& m) {
+    if (!seen_node_) first_nodes.push_back(m);
+    seen_node_ = true;
+  }
+  bool seen_node_ = false;
+};
+
 void Compiler::add_text(const std::string& text, const std::string& file) {
   FileReader r(file, diags_);
-  std::vector<YAML::Node> docs;
+  YAML::Node root;
   try {
-    docs = YAML::LoadAll(text);
+    // Not YAML::LoadAll: yaml-cpp 0.7 never returns from it on a stray ',' at the top level of a
+    // document (",", "[a],"): the parser stops advancing and yields empty documents forever,
+    // allocating each (found by tests/fuzz/policy_yaml). A policy file holds one document, so at
+    // most two are looked at here, then the first is built.
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    DocumentMarks marks;
+    int documents = 0;
+    while (documents < 2 && parser.HandleNextDocument(marks)) ++documents;
+    if (documents > 1) {
+      const YAML::Mark m =
+          marks.first_nodes.size() > 1 ? marks.first_nodes[1] : YAML::Mark::null_mark();
+      const bool comma = m.pos >= 0 && static_cast<std::size_t>(m.pos) < text.size() &&
+                         text[static_cast<std::size_t>(m.pos)] == ',';
+      r.error(RuleSource{file, m.line >= 0 ? m.line + 1 : 1, m.column >= 0 ? m.column + 1 : 1},
+              comma ? "YAML syntax error: unexpected ','"
+                    : "more than one YAML document in a policy file");
+      return;
+    }
+    if (documents == 1) root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     r.error(RuleSource{file, e.mark.line >= 0 ? e.mark.line + 1 : 1,
                        e.mark.column >= 0 ? e.mark.column + 1 : 1},
             "YAML syntax error: " + e.msg);
     return;
   }
-  if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) {
+  if (!root.IsDefined() || root.IsNull()) {
     r.error(RuleSource{file, 1, 1}, "empty policy file (expected a mapping with rules)");
     return;
   }
-  if (docs.size() > 1) {
-    r.error(docs[1], "more than one YAML document in a policy file");
-    return;
-  }
-  top_level(r, docs[0]);
+  top_level(r, root);
 }
 
 void Compiler::top_level(FileReader& r, const YAML::Node& root) {

@@ -68,6 +68,8 @@ bool parse_audit_format(const std::string& s, AuditFormat& out);
 class AuditLog {
  public:
   static constexpr std::size_t kDefaultCapacity = 65536;
+  /// Queue length at which the writer is woken before its batching delay ends.
+  static constexpr std::size_t kUrgentBatch = 1024;
 
   /// Opens `path` for appending ("-" = stdout) and starts the writer. `metrics` (may be null, must
   /// outlive the log) counts dropped events and write errors. Throws std::runtime_error naming the
@@ -124,6 +126,7 @@ class AuditLog {
   std::uint64_t reopen_requested_ = 0;
   std::uint64_t reopen_done_ = 0;
   bool stopping_ = false;
+  bool urgent_ = false;  ///< flush() or a full batch: write now instead of after the batching delay
   bool healthy_ = true;
   bool last_write_ok_ = true;    ///< writer thread only
   bool reopen_failing_ = false;  ///< writer thread only

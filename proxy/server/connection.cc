@@ -598,6 +598,9 @@ void Connection::on_up_read() {
     if (!keep_alive_ || !request_body_done_ || eof_delimited || draining_)
       close_after_response_ = true;
     const std::string out = http::forward_response_head(rh, close_after_response_);
+    // Room for the head and a small body in one chain (see MessageParser::read_body).
+    evbuffer* down_out = bufferevent_get_output(down_.get());
+    evbuffer_expand(down_out, out.size() + std::min<std::size_t>(evbuffer_get_length(in), 16384));
     bufferevent_write(down_.get(), out.data(), out.size());
     if (resp_parser_.message_complete()) {
       release_upstream(rh.keep_alive && request_body_done_);

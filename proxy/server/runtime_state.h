@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "policy/policy.h"
@@ -41,14 +42,26 @@ using StatePtr = std::shared_ptr<const RuntimeState>;
 StatePtr build_runtime_state(const std::string& config_path, observability::Metrics& metrics);
 
 /// The current snapshot, swapped atomically by reloads and read by every worker.
+///
+/// A mutex, not std::atomic<std::shared_ptr>: libstdc++ 12's atomic<shared_ptr>::load() releases
+/// its internal lock with memory_order_relaxed, so a reader's copy of the pointer races with a
+/// reload's swap (ThreadSanitizer reports it; on weakly ordered CPUs the reader could pair the new
+/// pointer with the old control block). The lock is held only to copy one shared_ptr.
 class StateHolder {
  public:
   explicit StateHolder(StatePtr initial) : state_(std::move(initial)) {}
-  StatePtr get() const { return state_.load(std::memory_order_acquire); }
-  void set(StatePtr s) { state_.store(std::move(s), std::memory_order_release); }
+  StatePtr get() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return state_;
+  }
+  void set(StatePtr s) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    state_.swap(s);
+  }  // the old snapshot is released here, outside the lock, when `s` goes
 
  private:
-  std::atomic<StatePtr> state_;
+  mutable std::mutex mutex_;
+  StatePtr state_;
 };
 
 }  // namespace fmp::proxy::server

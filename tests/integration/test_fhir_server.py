@@ -400,7 +400,9 @@ class FhirServerTest(unittest.TestCase):
         self.assert_forbidden(status, headers, body)
         self.assertEqual(self.search_ids("Patient", "family=" + family), [pid])
 
-        audit = [a for a in self.proxy.audit_lines(wait_for=1) if a.get("fhir_interaction") == "transaction"]
+        def bundle(a):
+            return a.get("fhir_interaction") == "transaction"
+        audit = [a for a in self.proxy.audit_lines(wait_for=3, match=bundle) if bundle(a)]
         self.assertEqual([(a["decision"], a["rule"]) for a in audit][-3:],
                          [("allow", "ehr-client-bundles"), ("deny", "no-deletes"), ("deny", "default")], audit)
 

@@ -266,9 +266,11 @@ class ProxyProcess:
         """Everything the process wrote to stdout so far."""
         return _read(self.stdout_path)
 
-    def audit_lines(self, wait_for=0, timeout=5.0):
+    def audit_lines(self, wait_for=0, timeout=5.0, match=None):
         """The audit log as a list of dicts (from audit.path, or the JSON lines of stdout when it
-        is "-"). wait_for=N polls (bounded) until at least N records exist."""
+        is "-"). wait_for=N polls (bounded) until at least N records exist — N records for which
+        match(record) is true when `match` is given (the proxy writes audit events in batches, a
+        few milliseconds after the response)."""
         deadline = time.monotonic() + timeout
         while True:
             text = _read(self.audit_path) if self.audit_path else self.stdout_text()
@@ -280,7 +282,8 @@ class ProxyProcess:
                         records.append(json.loads(line))
                     except ValueError:
                         pass
-            if len(records) >= wait_for or time.monotonic() >= deadline:
+            matching = records if match is None else [r for r in records if match(r)]
+            if len(matching) >= wait_for or time.monotonic() >= deadline:
                 return records
             time.sleep(0.05)
 

@@ -132,8 +132,8 @@ TEST_CASE("scan keeps at most max_entries entries but counts and validates them 
 
 TEST_CASE("scan errors") {
   BundleScan scan;
-  SUBCASE("invalid JSON names the byte") {
-    CHECK(scan_bundle(R"({"a":tru})", kMaxBundleEntries, scan) == "not valid JSON (at byte 8)");
+  SUBCASE("invalid JSON names the byte (1-based) where the parser stopped") {
+    CHECK(scan_bundle(R"({"a":tru})", kMaxBundleEntries, scan) == "not valid JSON (at byte 9)");
     CHECK(scan_bundle("", kMaxBundleEntries, scan).find("not valid JSON") == 0);
     CHECK(scan_bundle("{} {}", kMaxBundleEntries, scan).find("not valid JSON") == 0);
     CHECK(scan_bundle("{\"a\":\"\xff\"}", kMaxBundleEntries, scan).find("not valid JSON") == 0);
