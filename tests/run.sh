@@ -69,12 +69,12 @@ end_stage asan
 begin_stage tsan
 cmake -S . -B build-tsan "${san_flags[@]}" -DFMP_SANITIZE_THREAD=ON -DFMP_SANITIZE_ADDRESS=OFF >/dev/null
 cmake --build build-tsan -j"$jobs" "${san_targets[@]}"
-# Unit tests plus the integration tests where several threads share state: two worker threads
-# (keep-alive/concurrency), reload swapping the shared state under live traffic, shutdown draining
-# every worker.
+# Unit tests plus the integration tests where threads share the most state: two worker threads
+# (keep-alive/concurrency), reload swapping the shared snapshot under live traffic, shutdown
+# draining every worker, the metrics endpoint's threads reading what the workers count.
 TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$supp/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure -j2 \
-    -R '^(unit_.*|integration_test_(keepalive_concurrency|reload|shutdown))$'
+    -R '^(unit_.*|integration_test_(keepalive_concurrency|reload|shutdown|prometheus))$'
 end_stage tsan
 
 begin_stage fuzz

@@ -62,6 +62,8 @@ struct IdentityHeaderNames {
   std::string rule = "X-Policy-Rule";
   bool xfcc = false;
   bool rfc9440 = false;
+
+  bool operator==(const IdentityHeaderNames&) const = default;
 };
 
 struct Limits {

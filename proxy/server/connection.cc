@@ -225,8 +225,9 @@ void Connection::handshake_done() {
     identity_ = policy::extract_identity(leaf, SSL_get_peer_cert_chain(ssl),
                                          worker_.services().states.get()->policy->hipaa(),
                                          pv.result.community);
-    identity_block_ =
-        http::identity_header_block(identity_, worker_.services().states.get()->config.identity_headers);
+    block_names_ = worker_.services().states.get()->config.identity_headers;
+    identity_block_ = http::identity_header_block(identity_, block_names_);
+
     metrics.count_handshake(true, tls::VerifyReason::kNone);
   } else if (pv.result.reason == tls::VerifyReason::kNoCertificate) {
     metrics.count_handshake(true, tls::VerifyReason::kNone);  // anonymous, as `request` allows
@@ -472,6 +473,11 @@ void Connection::forward() {
   const bool v6 = upstream.host.find(':') != std::string::npos;
   const std::string upstream_authority =
       (v6 ? "[" + upstream.host + "]" : upstream.host) + ":" + std::to_string(upstream.port);
+  if (req_state_->config.identity_headers != block_names_) {
+    // A reload renamed the identity headers (or switched XFCC/RFC 9440): rebuild the block.
+    block_names_ = req_state_->config.identity_headers;
+    identity_block_ = http::identity_header_block(identity_, block_names_);
+  }
   const http::ForwardAdditions add{identity_block_, req_state_->config.identity_headers.rule,
                                    decision_.rule, client_ip_, upstream_authority};
   upstream_head_ = http::forward_request_head(head, *req_state_->reserved, add, framing);

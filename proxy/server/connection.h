@@ -102,6 +102,7 @@ class Connection : private http::MessageParser::BodySink {
   // Identity, fixed for the connection's lifetime.
   policy::Identity identity_;
   std::string identity_block_;
+  IdentityHeaderNames block_names_;  ///< the names identity_block_ was built with
   bool cert_invalid_ = false;
   tls::VerifyReason cert_reason_ = tls::VerifyReason::kNone;
   std::string cert_message_;
