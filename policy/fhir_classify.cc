@@ -118,6 +118,7 @@ bool classify_system(Verb v, const Segments& s, FhirRequest& r) {
     }
     return false;  // POST is handled by the caller (Bundle); the rest fits nothing
   }
+  if (s.count != 1) return false;  // e.g. metadata/x, _history/x: no system interaction
   const std::string_view name = s.at[0];
   if (name == "metadata" && v == Verb::kGet) {
     set(r, Interaction::kCapabilities);

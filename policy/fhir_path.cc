@@ -48,7 +48,10 @@ bool is_raw_path_char(unsigned char c) {
   return is_unreserved(c) || is_sub_delim(c) || c == ':' || c == '@' || c == '/';
 }
 
+/// "." and "..", also with a path parameter (";x"): Tomcat, Jetty and others drop the parameter and
+/// then resolve "..;" as "..", so "/fhir/metadata/..;/Patient/1" would reach Patient/1 upstream.
 bool is_dot_segment(std::string_view segment) {
+  segment = segment.substr(0, segment.find(';'));
   return segment == "." || segment == "..";
 }
 

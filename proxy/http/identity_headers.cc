@@ -150,8 +150,9 @@ std::string identity_header_block(const policy::Identity& id, const IdentityHead
     std::string x = "Hash=" + header_safe(id.fingerprint_sha256, false);
     if (!id.leaf_pem.empty()) x += ";Cert=\"" + url_encode(id.leaf_pem) + "\"";
     x += ";Subject=" + xfcc_quoted(id.subject.rfc4514);
-    for (const auto& u : id.san_uri) x += ";URI=" + header_safe(u, true);
-    for (const auto& d : id.san_dns) x += ";DNS=" + header_safe(d, true);
+    // Quoted like Subject, so a SAN holding ';', '=' or ',' cannot add XFCC fields or elements.
+    for (const auto& u : id.san_uri) x += ";URI=" + xfcc_quoted(u);
+    for (const auto& d : id.san_dns) x += ";DNS=" + xfcc_quoted(d);
     add_line(out, "X-Forwarded-Client-Cert", x);
   }
   if (names.rfc9440) {

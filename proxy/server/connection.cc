@@ -6,6 +6,7 @@
 #include <openssl/ssl.h>
 
 #include <cstdio>
+#include <ctime>
 
 #include "policy/fhir_classify.h"
 #include "policy/x509_identity.h"
@@ -126,6 +127,7 @@ bool Connection::start() {
   bufferevent_set_timeouts(down_.get(), &idle, &idle);
   bufferevent_enable(down_.get(), EV_READ | EV_WRITE);
   header_timer_.reset(evtimer_new(worker_.base(), &Connection::header_timeout_cb, this));
+  resume_event_.reset(event_new(worker_.base(), -1, 0, &Connection::resume_cb, this));
   arm_header_timer();
   return true;
 }
@@ -280,6 +282,9 @@ void Connection::on_down_read() {
 
 void Connection::read_head() {
   if (down_phase_ != Down::kHead || dead_) return;
+  // A client that pipelines requests but does not read the answers gets no more of them read
+  // until it catches up (resumed from on_down_write).
+  if (evbuffer_get_length(bufferevent_get_output(down_.get())) > kHighWatermark) return;
   evbuffer* in = bufferevent_get_input(down_.get());
   const auto st = req_parser_.read_head(in);
   if (st == http::MessageParser::Status::kNeedMore) return;
@@ -317,6 +322,32 @@ void Connection::reject_malformed() {
   reject(r, req_parser_.error_message(), true);
 }
 
+void Connection::reverify() {
+  // A reload may have revoked the certificate (new CRL), dropped its trust community or changed
+  // the HIPAA mapping: a kept-alive connection is judged again, once, under the new snapshot.
+  conn_state_ = req_state_;
+  if (!identity_.present) return;  // anonymous or already refused: nothing to re-check
+  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  X509* leaf = ssl != nullptr ? SSL_get0_peer_certificate(ssl) : nullptr;
+  STACK_OF(X509)* chain = ssl != nullptr ? SSL_get_peer_cert_chain(ssl) : nullptr;
+  const tls::VerifyResult r =
+      leaf != nullptr ? req_state_->tls->trust().verify(leaf, chain, std::time(nullptr))
+                      : tls::VerifyResult{};
+  if (!r.ok) {
+    cert_invalid_ = true;
+    cert_reason_ = leaf != nullptr ? r.reason : tls::VerifyReason::kOther;
+    identity_.present = false;
+    close_after_response_ = true;
+    worker_.services().log.info("client certificate no longer valid after reload",
+                                {{"connection", std::to_string(id_)},
+                                 {"reason", std::string(tls::to_string(cert_reason_))}});
+    return;
+  }
+  identity_ = policy::extract_identity(leaf, chain, req_state_->policy->hipaa(), r.community);
+  block_names_ = req_state_->config.identity_headers;
+  identity_block_ = http::identity_header_block(identity_, block_names_);
+}
+
 void Connection::begin_request() {
   req_state_ = worker_.services().states.get();
   started_ = Clock::now();
@@ -330,7 +361,9 @@ void Connection::begin_request() {
   buffer_body_ = forwarding_ = chunked_upstream_ = false;
   request_body_done_ = !head.has_request_body();
   response_started_ = close_after_response_ = retried_ = audited_ = false;
+  decided_ = got_upstream_bytes_ = false;
   bytes_in_ = bytes_out_ = 0;
+  if (req_state_->tls != conn_state_->tls) reverify();
 
   const auto perr = policy::split_target(head.target, path_, query_);
   if (perr != policy::PathError::kOk) {
@@ -347,6 +380,7 @@ void Connection::begin_request() {
     fhir_.path = path_;
     decision_.rule = "default";
     decision_.reason = "client certificate " + std::string(tls::to_string(cert_reason_));
+    decided_ = true;
     worker_.services().metrics.count_decision(*req_state_->rule_counters, DecisionLabel::kDeny,
                                               decision_.rule);
     audit(401, "deny", decision_.reason);
@@ -422,6 +456,7 @@ void Connection::decide_and_dispatch() {
     decision_.reason = std::string("evaluation error: ") + e.what();
     worker_.services().log.error("policy evaluation failed", {{"error", e.what()}});
   }
+  decided_ = true;
   for (const auto& s : decision_.shadow)
     metrics.count_decision(*req_state_->rule_counters, decision_label(s.effect, true), s.rule);
   const DecisionLabel label = decision_label(decision_.effect, false);
@@ -492,8 +527,8 @@ void Connection::forward() {
   }
 }
 
-bool Connection::send_to_upstream() {
-  up_ = worker_.pool().acquire(*req_state_);
+bool Connection::send_to_upstream(bool fresh) {
+  up_ = worker_.pool().acquire(*req_state_, fresh);
   if (!up_) {
     upstream_failed(UpstreamError::kConnect);
     return false;
@@ -550,15 +585,21 @@ void Connection::on_up_event(short events) {
 
 void Connection::upstream_failed(UpstreamError kind) {
   auto& services = worker_.services();
-  const bool replayable = up_ && !response_started_ && up_phase_ == Up::kHead &&
-                          request_body_done_ &&
+  // Only a request the upstream cannot have acted on twice is replayed: an idempotent method
+  // (RFC 9110 9.2.2), sent on a pooled connection, with not one byte of any response received.
+  const std::string& m = req_parser_.head().method;
+  const bool idempotent = m == "GET" || m == "HEAD" || m == "PUT" || m == "DELETE" ||
+                          m == "OPTIONS";
+  const bool replayable = up_ && idempotent && !response_started_ && !got_upstream_bytes_ &&
+                          up_phase_ == Up::kHead && request_body_done_ &&
                           evbuffer_get_length(bufferevent_get_input(up_->bev.get())) == 0 &&
                           (buffer_body_ || !req_parser_.head().has_request_body());
   if (replayable && up_->reused && !retried_ && kind == UpstreamError::kReset) {
-    // A pooled connection the upstream had closed: retry once on a fresh one.
+    // A pooled connection the upstream had closed: retry once on a new connection (never another
+    // pooled one, which is likely stale too).
     retried_ = true;
     release_upstream(false);
-    send_to_upstream();
+    send_to_upstream(/*fresh=*/true);
     return;
   }
   services.metrics.count_upstream_error(kind);
@@ -590,6 +631,7 @@ void Connection::on_up_read() {
       upstream_failed(UpstreamError::kReset);
       return;
     }
+    got_upstream_bytes_ = true;
     const http::MessageHead& rh = resp_parser_.head();
     if (rh.status >= 100 && rh.status < 200) {
       if (rh.status == 101) {
@@ -640,6 +682,11 @@ void Connection::on_down_write() {
     if (evbuffer_get_length(out) == 0) close_now();
     return;
   }
+  if (down_phase_ == Down::kHead && evbuffer_get_length(out) <= kLowWatermark &&
+      evbuffer_get_length(bufferevent_get_input(down_.get())) > 0) {
+    read_head();  // pipelined requests paused while the answers backed up
+    return;
+  }
   if (up_phase_ == Up::kBody && up_ && evbuffer_get_length(out) <= kLowWatermark) {
     bufferevent_enable(up_->bev.get(), EV_READ);
     on_up_read();
@@ -681,6 +728,7 @@ void Connection::next_request() {
   // Per-request flags start clean: a stale response_started_ made a malformed next request end
   // in a bare close instead of its 400.
   response_started_ = close_after_response_ = false;
+  head_method_ = decided_ = got_upstream_bytes_ = false;
   started_ = Clock::time_point{};
   down_phase_ = Down::kHead;
   req_state_.reset();
@@ -688,7 +736,16 @@ void Connection::next_request() {
   bufferevent_set_timeouts(down_.get(), &idle, &idle);
   bufferevent_enable(down_.get(), EV_READ);  // no-op unless body backpressure had paused it
   arm_header_timer();
-  read_head();  // a pipelined request may be waiting
+  // A pipelined request may be waiting: handle it from the event loop, not from this stack, so a
+  // long pipeline of rejected requests cannot recurse.
+  if (evbuffer_get_length(bufferevent_get_input(down_.get())) > 0)
+    event_active(resume_event_.get(), EV_TIMEOUT, 1);
+}
+
+void Connection::resume_cb(evutil_socket_t, short, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  CallbackScope scope(c);
+  if (!c->dead_) c->read_head();
 }
 
 // ---- answers -----------------------------------------------------------------------------------
@@ -760,6 +817,14 @@ void Connection::close_after_flush() {
 
 void Connection::close_now() {
   if (dead_) return;
+  if (decided_ && !audited_) {
+    // A decided request whose exchange ended early (client gone, upstream cut mid-response, drain
+    // deadline) is still audited: the upstream may have acted on it. 499 = client closed first.
+    const int status = response_started_ ? resp_parser_.head().status : 499;
+    audit(status, effect_label(decision_.effect, false),
+          response_started_ ? "connection closed before the response completed"
+                            : "connection closed before the response");
+  }
   dead_ = true;
   down_phase_ = Down::kClosing;
   up_.reset();

@@ -55,6 +55,7 @@ class Connection : private http::MessageParser::BodySink {
   static void up_write_cb(bufferevent*, void* arg);
   static void up_event_cb(bufferevent*, short events, void* arg);
   static void header_timeout_cb(evutil_socket_t, short, void* arg);
+  static void resume_cb(evutil_socket_t, short, void* arg);
 
   void on_down_read();
   void on_down_write();
@@ -68,11 +69,12 @@ class Connection : private http::MessageParser::BodySink {
   void handshake_failed();
   void read_head();
   void begin_request();
+  void reverify();
   void pump_request_body();
   void on_body_data(const char* data, std::size_t len) override;
   void decide_and_dispatch();
   void forward();
-  bool send_to_upstream();
+  bool send_to_upstream(bool fresh = false);
   void upstream_failed(observability::UpstreamError kind);
   void finish_response();
   void wait_for_response();
@@ -93,6 +95,7 @@ class Connection : private http::MessageParser::BodySink {
   StatePtr req_state_;   ///< the snapshot of the current request
   ev::BufferEventPtr down_;
   ev::EventPtr header_timer_;
+  ev::EventPtr resume_event_;  ///< runs read_head() for a pipelined request from the event loop
   std::string client_ip_;
   std::string client_address_;  ///< ip:port for the audit log
   std::uint64_t id_ = 0;
@@ -130,6 +133,8 @@ class Connection : private http::MessageParser::BodySink {
   bool close_after_response_ = false;
   bool retried_ = false;
   bool audited_ = false;
+  bool decided_ = false;             ///< the current request got a decision (policy or 401)
+  bool got_upstream_bytes_ = false;  ///< some response (even interim) came back: never replay
   std::string upstream_head_;  ///< kept for one retry on a stale pooled connection
   std::unique_ptr<UpstreamConnection> up_;
   std::uint64_t bytes_in_ = 0;

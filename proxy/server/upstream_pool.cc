@@ -24,9 +24,9 @@ std::string UpstreamPool::key_of(const RuntimeState& state) {
          std::to_string(state.config.upstream.port);
 }
 
-std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& state) {
+std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& state, bool fresh) {
   const std::string key = key_of(state);
-  while (!idle_.empty()) {
+  while (!fresh && !idle_.empty()) {
     std::unique_ptr<Idle> idle = std::move(idle_.back());
     idle_.pop_back();
     metrics_.add_upstream_idle(-1);
@@ -78,7 +78,8 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, const Runti
   if (!conn || !conn->bev) return;
   if (conn->key != key_of(state) ||
       idle_.size() >= static_cast<std::size_t>(state.config.upstream.max_idle_connections) ||
-      evbuffer_get_length(bufferevent_get_input(conn->bev.get())) != 0)
+      evbuffer_get_length(bufferevent_get_input(conn->bev.get())) != 0 ||
+      evbuffer_get_length(bufferevent_get_output(conn->bev.get())) != 0)
     return;  // closed by the unique_ptr
   auto idle = std::make_unique<Idle>(Idle{this, std::move(conn)});
   bufferevent* bev = idle->conn->bev.get();

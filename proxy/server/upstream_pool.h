@@ -31,7 +31,8 @@ class UpstreamPool {
 
   /// An idle connection to the snapshot's upstream when one is left (reused=true), else a new one whose
   /// connect has started. nullptr when no socket could be created. Callbacks are the caller's to set.
-  std::unique_ptr<UpstreamConnection> acquire(const RuntimeState& state);
+  /// `fresh`: never an idle one (a retry after a stale pooled connection).
+  std::unique_ptr<UpstreamConnection> acquire(const RuntimeState& state, bool fresh = false);
 
   /// Parks a connection whose last response ended cleanly; closes it when the pool is full.
   void release(std::unique_ptr<UpstreamConnection> conn, const RuntimeState& state);

@@ -80,7 +80,10 @@ ROWS = [
     ("GET", "/fhir/%4Fbservation/1", DENY),
     ("GET", "/fhir/Patient;x/1", DENY),
     ("GET", "/fhir/Patient/1;jsessionid=x", DENY),
-    ("GET", "/fhir/Patient/..;/Observation/1", DENY),
+    # "..;" is ".." to Tomcat/Jetty (the parameter is dropped before resolving): refused.
+    ("GET", "/fhir/Patient/..;/Observation/1", BAD),
+    ("GET", "/fhir/metadata/..;/Patient/1", BAD),
+    ("GET", "/fhir/Patient/.;x/1", BAD),
     ("GET", "/fhir/Patient/1;/../Observation", BAD),
     ("GET", "/fhir/Patient%C3%A4/1", DENY),
     ("GET", "/fhir/Patient%EF%BC%8F..%EF%BC%8FObservation/1", DENY),

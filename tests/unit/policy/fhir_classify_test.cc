@@ -136,6 +136,14 @@ const Case kCases[] = {
     {"GET", "/fhir/./Patient", kFhir, E::kDotSegment},
     {"GET", "/fhir/Patient/..", kFhir, E::kDotSegment},
     {"GET", "/fhir/Patient/..?x=1", kFhir, E::kDotSegment},
+    // Review finding: "..;" is ".." to Tomcat/Jetty (path parameter dropped), so it is refused too.
+    {"GET", "/fhir/metadata/..;/Patient/1", kFhir, E::kDotSegment},
+    {"GET", "/fhir/$export/.;x/Patient/1", kFhir, E::kDotSegment},
+    {"GET", "/fhir/Patient/..;jsessionid=1/x", kFhir, E::kDotSegment},
+    // ... and a system-level name followed by more segments is no system interaction.
+    {"GET", "/fhir/metadata/x", kFhir, E::kOk, I::kUnknown},
+    {"GET", "/fhir/_history/Patient", kFhir, E::kOk, I::kUnknown},
+    {"POST", "/fhir/$export/Patient", kFhir, E::kOk, I::kUnknown},
     {"GET", "/fhir/Patient%2F1", kFhir, E::kEncodedSlash},
     {"GET", "/fhir/Patient%2f1", kFhir, E::kEncodedSlash},
     {"GET", "/fhir/Patient%5c1", kFhir, E::kEncodedSlash},
