@@ -7,8 +7,8 @@
 
 namespace fmp::policy {
 
-/// One problem in a configuration file. `line` and `column` are 1-based (yaml-cpp's Mark is 0-based:
-/// add 1). When the position is unknown (an unreadable file), both are 1.
+/// One problem in a configuration file. `line` and `column` are 1-based (yaml-cpp's Mark is
+/// 0-based: add 1). When the position is unknown (an unreadable file), both are 1.
 struct Diagnostic {
   std::string file;
   int line = 1;
@@ -21,8 +21,8 @@ struct Diagnostic {
   }
 };
 
-/// Thrown only while loading configuration (never on the data path). Carries every diagnostic found;
-/// loading is all-or-nothing.
+/// Thrown only while loading configuration (never on the data path). Carries every diagnostic
+/// found; loading is all-or-nothing.
 class ConfigError : public std::runtime_error {
  public:
   explicit ConfigError(std::vector<Diagnostic> diagnostics)

@@ -16,9 +16,9 @@ struct ShadowResult {
   Effect effect = Effect::kDeny;
 };
 
-/// The enforced decision. `rule` is the deciding rule's name, or "default" when no enforced rule matched.
-/// For a Bundle, a denial names the rule (or "default") that denied the first denied entry, and
-/// `reason` says which entry.
+/// The enforced decision. `rule` is the deciding rule's name, or "default" when no enforced rule
+/// matched. For a Bundle, a denial names the rule (or "default") that denied the first denied
+/// entry, and `reason` says which entry.
 struct Decision {
   Effect effect = Effect::kDeny;
   std::string rule = "default";

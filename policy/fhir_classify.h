@@ -11,18 +11,18 @@ namespace fmp::policy {
 /// Why a request target was refused before classification. Anything but kOk is a 400 `structure`.
 enum class PathError {
   kOk,
-  kDotSegment,    ///< "." or ".." segment, also percent-encoded
-  kEncodedSlash,  ///< %2F or %5C
-  kNul,           ///< %00 or a raw NUL
-  kEmptySegment,  ///< "//"
-  kBadEncoding,   ///< a '%' not followed by two hex digits
-  kNotOriginForm, ///< target does not start with '/' (absolute-form, asterisk-form, ...)
-  kBadCharacter,  ///< '#', control characters, space or any byte outside RFC 3986 in the target
+  kDotSegment,     ///< "." or ".." segment, also percent-encoded
+  kEncodedSlash,   ///< %2F or %5C
+  kNul,            ///< %00 or a raw NUL
+  kEmptySegment,   ///< "//"
+  kBadEncoding,    ///< a '%' not followed by two hex digits
+  kNotOriginForm,  ///< target does not start with '/' (absolute-form, asterisk-form, ...)
+  kBadCharacter,   ///< '#', control characters, space or any byte outside RFC 3986 in the target
 };
 std::string_view to_string(PathError e);
 
-/// Splits and checks a request target. On kOk, `path` is the normalised path (unreserved %XX and %24
-/// decoded; other escapes kept as they are) and `query` the raw query without '?'.
+/// Splits and checks a request target. On kOk, `path` is the normalised path (unreserved %XX and
+/// %24 decoded; other escapes kept as they are) and `query` the raw query without '?'.
 ///
 /// The target splits at the first '?'; only the path is checked. It must start with '/' and hold
 /// only RFC 3986 path bytes (unreserved, sub-delims, ':', '@', '/', '%' + two hex digits): '#',
@@ -35,9 +35,9 @@ std::string_view to_string(PathError e);
 PathError split_target(std::string_view target, std::string& path, std::string& query);
 
 /// Classifies a request relative to `fhir_base` (e.g. "/fhir"; "" or "/" means the root).
-/// `path` must come from split_target. `body` is only read for a POST to the base (batch/transaction);
-/// `content_type` decides whether it is inspected (application/fhir+json or application/json, with
-/// parameters); anything else gives a bundle_error.
+/// `path` must come from split_target. `body` is only read for a POST to the base
+/// (batch/transaction); `content_type` decides whether it is inspected (application/fhir+json or
+/// application/json, with parameters); anything else gives a bundle_error.
 ///
 /// - `fhir_base` starts with '/'; trailing '/' are ignored; the comparison is case-sensitive. A
 ///   path that is neither the base nor below it ("/fhirx", "/FHIR/...") is kNone: only path and

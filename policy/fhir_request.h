@@ -7,8 +7,9 @@
 
 namespace fmp::policy {
 
-/// FHIR RESTful interactions (https://hl7.org/fhir/R4/http.html), plus `kNone` for a path outside the
-/// FHIR base (e.g. /healthz on the upstream) and `kUnknown` for a FHIR path that fits no interaction.
+/// FHIR RESTful interactions (https://hl7.org/fhir/R4/http.html), plus `kNone` for a path outside
+/// the FHIR base (e.g. /healthz on the upstream) and `kUnknown` for a FHIR path that fits no
+/// interaction.
 enum class Interaction {
   kNone,
   kUnknown,
@@ -33,17 +34,18 @@ bool parse_interaction(std::string_view s, Interaction& out);
 
 /// One classified request (or one entry of a batch/transaction Bundle).
 struct FhirRequest {
-  std::string method;          ///< uppercase HTTP method; HEAD is classified like GET
-  std::string path;            ///< normalised path without query: unreserved %XX and %24 decoded
+  std::string method;  ///< uppercase HTTP method; HEAD is classified like GET
+  std::string path;    ///< normalised path without query: unreserved %XX and %24 decoded
   Interaction interaction = Interaction::kNone;
-  std::string resource;        ///< resource type ("" at system level or outside FHIR)
-  std::string id;              ///< logical id, when the path names one
-  std::string version;         ///< version id for vread
-  std::string operation;       ///< "$everything" etc. for kOperation, including the '$'
+  std::string resource;   ///< resource type ("" at system level or outside FHIR)
+  std::string id;         ///< logical id, when the path names one
+  std::string version;    ///< version id for vread
+  std::string operation;  ///< "$everything" etc. for kOperation, including the '$'
   /// For kBatch/kTransaction: every entry, classified from entry.request.method + url.
   std::vector<FhirRequest> entries;
-  /// Non-empty when a Bundle could not be inspected (not JSON, wrong shape, entry without request...).
-  /// A request with a bundle_error is always denied by the engine: it cannot be checked, so fail closed.
+  /// Non-empty when a Bundle could not be inspected (not JSON, wrong shape, entry without
+  /// request...). A request with a bundle_error is always denied by the engine: it cannot be
+  /// checked, so fail closed.
   std::string bundle_error;
 };
 

@@ -12,7 +12,7 @@ namespace fmp::policy {
 /// `hipaa_extensions` on top of the DirectTrust built-ins; immutable once a policy is compiled.
 struct HipaaConfig {
   std::map<std::string, std::string> categories;  ///< certificatePolicies OID -> category name
-  std::vector<std::string> extensions;             ///< OIDs of private extensions carrying a category
+  std::vector<std::string> extensions;  ///< OIDs of private extensions carrying a category
 
   /// The built-in DirectTrust mapping: 41179.2.1 covered-entity, .2.2 business-associate,
   /// .2.3 healthcare-entity, .2.4 patient.

@@ -1,10 +1,11 @@
 // A compiled, immutable policy: rules in order, a default, HIPAA extraction settings.
 //
-// Semantics (the contract): rules are evaluated in order (files in lexical order); the first enforced
-// rule whose `when` holds decides; `default` decides when none does. Every key present in `when` must
-// hold (AND); a list means any-of (OR). An anonymous identity matches no identity key. A Bundle is allowed
-// only if the Bundle request itself and every entry are allowed. A request with a bundle_error is denied.
-// Shadow rules before the deciding rule are evaluated and reported, never enforced.
+// Semantics (the contract): rules are evaluated in order (files in lexical order); the first
+// enforced rule whose `when` holds decides; `default` decides when none does. Every key present in
+// `when` must hold (AND); a list means any-of (OR). An anonymous identity matches no identity key.
+// A Bundle is allowed only if the Bundle request itself and every entry are allowed. A request with
+// a bundle_error is denied. Shadow rules before the deciding rule are evaluated and reported, never
+// enforced.
 #pragma once
 
 #include <memory>

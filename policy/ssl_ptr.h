@@ -1,5 +1,5 @@
-// std::unique_ptr aliases for every OpenSSL handle the project owns. One place for the deleters, so no
-// code path frees by hand.
+// std::unique_ptr aliases for every OpenSSL handle the project owns. One place for the deleters, so
+// no code path frees by hand.
 #pragma once
 
 #include <openssl/bio.h>

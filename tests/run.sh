@@ -47,14 +47,13 @@ fi
 
 supp=$root/tests/sanitizers
 # Sanitizer builds: -O1 keeps stack traces exact and compiles much faster than -O2; -g1 is enough
-# for file:line in reports. Only what the tests run is built (no benchmarks).
+# for file:line in reports. Benchmarks are not built there.
 san_flags=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g1" "-DCMAKE_C_FLAGS_DEBUG=-O1 -g1"
            -DFMP_BUILD_BENCH=OFF)
-san_targets=(--target unit_policy unit_proxy fhir-mtls-proxy)
 
 begin_stage asan
 cmake -S . -B build-asan "${san_flags[@]}" -DFMP_SANITIZE_ADDRESS=ON -DFMP_SANITIZE_THREAD=OFF >/dev/null
-cmake --build build-asan -j"$jobs" "${san_targets[@]}"
+cmake --build build-asan -j"$jobs"
 # quarantine_size_mb: the streaming tests bound the proxy's RSS (64 MiB); ASan's default 256 MiB
 # quarantine of freed memory alone would exceed it. 8 MiB still catches use-after-free of anything
 # freed recently. Excluded: test_deploy_manifests checks the release binary's shared libraries
@@ -68,7 +67,7 @@ end_stage asan
 
 begin_stage tsan
 cmake -S . -B build-tsan "${san_flags[@]}" -DFMP_SANITIZE_THREAD=ON -DFMP_SANITIZE_ADDRESS=OFF >/dev/null
-cmake --build build-tsan -j"$jobs" "${san_targets[@]}"
+cmake --build build-tsan -j"$jobs"
 # Unit tests plus the integration tests where threads share the most state: two worker threads
 # (keep-alive/concurrency), reload swapping the shared snapshot under live traffic, shutdown
 # draining every worker, the metrics endpoint's threads reading what the workers count.

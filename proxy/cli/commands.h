@@ -10,8 +10,8 @@ namespace fmp::proxy::cli {
 int run_command(const std::vector<std::string>& args);
 /// `check --config FILE`: 0 valid, 1 invalid (each error on stderr as FILE:LINE:COL: message).
 int check_command(const std::vector<std::string>& args);
-/// `explain --config FILE --cert PEM [--method M] --path P [--body FILE] [--json]`: 0 allow, 2 deny,
-/// 1 error.
+/// `explain --config FILE --cert PEM [--method M] --path P [--body FILE] [--json]`: 0 allow, 2
+/// deny, 1 error.
 int explain_command(const std::vector<std::string>& args);
 
 }  // namespace fmp::proxy::cli

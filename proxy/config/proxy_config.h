@@ -9,7 +9,8 @@
 
 namespace fmp::proxy {
 
-/// Where a value came from in proxy.yaml, so errors about the files it names point at the right line.
+/// Where a value came from in proxy.yaml, so errors about the files it names point at the right
+/// line.
 struct SourcePos {
   int line = 1;  ///< 1-based
   int column = 1;
@@ -26,7 +27,7 @@ enum class ClientCertMode { kRequire, kRequest };
 
 struct TrustCommunity {
   std::string name;
-  FileRef ca;                ///< PEM bundle of one or more CA certificates (roots and intermediates)
+  FileRef ca;  ///< PEM bundle of one or more CA certificates (roots and intermediates)
   std::vector<FileRef> crl;  ///< PEM or DER CRLs; when non-empty the whole chain is CRL-checked
   SourcePos pos;
 };
@@ -41,12 +42,12 @@ struct TlsSettings {
 };
 
 struct UpstreamSettings {
-  std::string url;         ///< as written
+  std::string url;  ///< as written
   bool https = false;
-  std::string host;        ///< host part (no brackets for IPv6)
+  std::string host;  ///< host part (no brackets for IPv6)
   std::uint16_t port = 0;
-  std::string base_path;   ///< path part of url ("" when none)
-  FileRef ca;              ///< for https upstreams; empty path = system default
+  std::string base_path;  ///< path part of url ("" when none)
+  FileRef ca;             ///< for https upstreams; empty path = system default
   int connect_timeout_ms = 2000;
   int response_timeout_ms = 30000;
   int max_idle_connections = 64;
@@ -83,7 +84,8 @@ enum class AuditFailureMode { kDeny, kContinue };
 
 struct AuditSettings {
   std::string path = "-";  ///< "-" = stdout
-  /// json: one flat JSON object per line (the contract's fields); fhir: one FHIR R4 AuditEvent per line.
+  /// json: one flat JSON object per line (the contract's fields); fhir: one FHIR R4 AuditEvent per
+  /// line.
   AuditFormatSetting format = AuditFormatSetting::kJson;
   /// deny: while the audit log cannot record (write failing, queue full), allowed requests are
   /// refused with 503 before they are forwarded; continue: they proceed and the loss is counted.
@@ -109,8 +111,9 @@ struct ProxyConfig {
   bool watch = true;
 };
 
-/// Parses and validates proxy.yaml itself (types, unknown keys, required keys, ranges, address syntax).
-/// Does not open the files it names: see config/validate_files.h. Throws policy::ConfigError.
+/// Parses and validates proxy.yaml itself (types, unknown keys, required keys, ranges, address
+/// syntax). Does not open the files it names: see config/validate_files.h. Throws
+/// policy::ConfigError.
 ProxyConfig load_proxy_config(const std::string& path);
 
 /// Same as load_proxy_config, from memory; `name` is the file name used in diagnostics (and stored

@@ -92,12 +92,13 @@ ReservedHeaders::ReservedHeaders(const IdentityHeaderNames& n) {
   // The default names stay reserved when the operator renames them: a FHIR server configured for
   // the defaults must never read a client's copy of them either.
   const IdentityHeaderNames defaults;
-  for (const std::string* name : {&defaults.subject, &defaults.issuer, &defaults.san_uri,
-                                  &defaults.hipaa, &defaults.fingerprint, &defaults.trust,
-                                  &defaults.rule})
+  for (const std::string* name :
+       {&defaults.subject, &defaults.issuer, &defaults.san_uri, &defaults.hipaa,
+        &defaults.fingerprint, &defaults.trust, &defaults.rule})
     lower_.push_back(folded(*name));
-  for (const char* fixed : {"x-forwarded-client-cert", "client-cert", "client-cert-chain",
-                            "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
+  for (const char* fixed :
+       {"x-forwarded-client-cert", "client-cert", "client-cert-chain", "x-forwarded-for",
+        "x-forwarded-proto", "x-forwarded-host", "forwarded"})
     lower_.emplace_back(fixed);
   std::sort(lower_.begin(), lower_.end());
   lower_.erase(std::unique(lower_.begin(), lower_.end()), lower_.end());

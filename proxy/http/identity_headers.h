@@ -12,9 +12,9 @@
 namespace fmp::proxy::http {
 
 /// Header names (lowercase) that the proxy owns: every configured identity header name,
-/// X-Forwarded-Client-Cert, Client-Cert, Client-Cert-Chain, X-Forwarded-For/-Proto/-Host and Forwarded.
-/// Every incoming copy of these, in any letter case and with '_' for '-', is removed before
-/// forwarding.
+/// X-Forwarded-Client-Cert, Client-Cert, Client-Cert-Chain, X-Forwarded-For/-Proto/-Host and
+/// Forwarded. Every incoming copy of these, in any letter case and with '_' for '-', is removed
+/// before forwarding.
 class ReservedHeaders {
  public:
   explicit ReservedHeaders(const IdentityHeaderNames& names);
@@ -25,12 +25,13 @@ class ReservedHeaders {
 };
 
 /// Makes a value safe for a header: control characters and non-ASCII bytes become %XX, and in
-/// list items (`list_item`) ',' becomes %2C, so a certificate can never inject a header or list item.
+/// list items (`list_item`) ',' becomes %2C, so a certificate can never inject a header or list
+/// item.
 std::string header_safe(std::string_view value, bool list_item);
 
-/// The identity header lines ("Name: value\r\n" ...) for a verified identity; empty for an anonymous
-/// one. The rule header is not part of it (it changes per request). A header whose value would be
-/// empty is not sent. With `xfcc`/`rfc9440`, X-Forwarded-Client-Cert (Envoy's format) and
+/// The identity header lines ("Name: value\r\n" ...) for a verified identity; empty for an
+/// anonymous one. The rule header is not part of it (it changes per request). A header whose value
+/// would be empty is not sent. With `xfcc`/`rfc9440`, X-Forwarded-Client-Cert (Envoy's format) and
 /// Client-Cert/Client-Cert-Chain (RFC 9440) are added.
 std::string identity_header_block(const policy::Identity& id, const IdentityHeaderNames& names);
 

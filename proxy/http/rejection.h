@@ -7,7 +7,8 @@
 
 namespace fmp::proxy::http {
 
-/// Every situation in which the proxy answers instead of the FHIR server (the contract's rejection table).
+/// Every situation in which the proxy answers instead of the FHIR server (the contract's rejection
+/// table).
 enum class Rejection {
   kForbidden,        ///< 403 forbidden: the policy denies
   kLogin,            ///< 401 login: anonymous request the policy does not allow

@@ -1,7 +1,7 @@
 // Structured logging: one JSON object per line on stderr (or any FILE*), with a level.
 //
-// Passed by reference to everything that logs; never global. Thread-safe: one mutex around one write,
-// which is fine because nothing on the per-request success path logs.
+// Passed by reference to everything that logs; never global. Thread-safe: one mutex around one
+// write, which is fine because nothing on the per-request success path logs.
 #pragma once
 
 #include <cstdio>

@@ -306,9 +306,8 @@ void AuditLog::run() {
                [&] { return stopping_ || !queue_.empty() || reopen_requested_ != reopen_done_; });
     // Gather a batch: more events arrive while the writer waits; flush(), stop, reopen and a large
     // batch cut the wait short.
-    wake_.wait_for(lock, kBatchDelay, [&] {
-      return stopping_ || urgent_ || reopen_requested_ != reopen_done_;
-    });
+    wake_.wait_for(lock, kBatchDelay,
+                   [&] { return stopping_ || urgent_ || reopen_requested_ != reopen_done_; });
     urgent_ = false;
     if (stopping_ && queue_.empty() && reopen_requested_ == reopen_done_) return;
     const std::uint64_t reopen_target = reopen_requested_;

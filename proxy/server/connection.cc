@@ -29,7 +29,9 @@ constexpr ev_ssize_t kMaxSingleIo = 64 * 1024;
 /// Client bytes read ahead (pipelined requests) beyond a request head before reading pauses.
 constexpr std::size_t kReadAhead = 64 * 1024;
 
-timeval to_timeval(int ms) { return timeval{ms / 1000, (ms % 1000) * 1000}; }
+timeval to_timeval(int ms) {
+  return timeval{ms / 1000, (ms % 1000) * 1000};
+}
 
 std::string ip_of(const sockaddr* sa, std::uint16_t& port) {
   char buf[INET6_ADDRSTRLEN] = {0};
@@ -56,7 +58,8 @@ std::string_view effect_label(policy::Effect e, bool shadow) {
 }
 
 DecisionLabel decision_label(policy::Effect e, bool shadow) {
-  if (shadow) return e == policy::Effect::kAllow ? DecisionLabel::kShadowAllow : DecisionLabel::kShadowDeny;
+  if (shadow)
+    return e == policy::Effect::kAllow ? DecisionLabel::kShadowAllow : DecisionLabel::kShadowDeny;
   return e == policy::Effect::kAllow ? DecisionLabel::kAllow : DecisionLabel::kDeny;
 }
 
@@ -205,9 +208,9 @@ void Connection::handshake_failed() {
   const tls::VerifyReason reason =
       ssl ? conn_state_->tls->failure_reason(ssl) : tls::VerifyReason::kProtocol;
   worker_.services().metrics.count_handshake(false, reason);
-  worker_.services().log.info("TLS handshake failed",
-                              {{"client", client_address_},
-                               {"reason", std::string(tls::to_string(reason))}});
+  worker_.services().log.info(
+      "TLS handshake failed",
+      {{"client", client_address_}, {"reason", std::string(tls::to_string(reason))}});
   down_phase_ = Down::kClosing;
   close_now();
 }
@@ -301,10 +304,9 @@ void Connection::reject_malformed() {
   http::Rejection r = http::Rejection::kStructure;
   if (err == http::ParseError::kHeadersTooLarge) r = http::Rejection::kHeadersTooLarge;
   if (err == http::ParseError::kBodyTooLarge) r = http::Rejection::kBodyTooLarge;
-  worker_.services().log.info("malformed request",
-                              {{"connection", std::to_string(id_)},
-                               {"client", client_address_},
-                               {"error", req_parser_.error_message()}});
+  worker_.services().log.info("malformed request", {{"connection", std::to_string(id_)},
+                                                    {"client", client_address_},
+                                                    {"error", req_parser_.error_message()}});
   if (response_started_) {
     // Part of the response went out: no rejection can follow it; cut both sides.
     close_now();
@@ -330,9 +332,9 @@ void Connection::reverify() {
   SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
   X509* leaf = ssl != nullptr ? SSL_get0_peer_certificate(ssl) : nullptr;
   STACK_OF(X509)* chain = ssl != nullptr ? SSL_get_peer_cert_chain(ssl) : nullptr;
-  const tls::VerifyResult r =
-      leaf != nullptr ? req_state_->tls->trust().verify(leaf, chain, std::time(nullptr))
-                      : tls::VerifyResult{};
+  const tls::VerifyResult r = leaf != nullptr
+                                  ? req_state_->tls->trust().verify(leaf, chain, std::time(nullptr))
+                                  : tls::VerifyResult{};
   if (!r.ok) {
     cert_invalid_ = true;
     cert_reason_ = leaf != nullptr ? r.reason : tls::VerifyReason::kOther;
@@ -367,9 +369,9 @@ void Connection::begin_request() {
 
   const auto perr = policy::split_target(head.target, path_, query_);
   if (perr != policy::PathError::kOk) {
-    worker_.services().log.info("rejected request target",
-                                {{"connection", std::to_string(id_)},
-                                 {"error", std::string(policy::to_string(perr))}});
+    worker_.services().log.info(
+        "rejected request target",
+        {{"connection", std::to_string(id_)}, {"error", std::string(policy::to_string(perr))}});
     reject(http::Rejection::kStructure,
            "invalid request target: " + std::string(policy::to_string(perr)), true);
     return;
@@ -389,8 +391,7 @@ void Connection::begin_request() {
            !keep_alive_ || !request_body_done_);
     return;
   }
-  if (!request_body_done_ &&
-      policy::needs_body(head.method, path_, req_state_->config.fhir_base)) {
+  if (!request_body_done_ && policy::needs_body(head.method, path_, req_state_->config.fhir_base)) {
     buffer_body_ = true;
     down_phase_ = Down::kBody;
     if (head.expect_continue) bufferevent_write(down_.get(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -539,7 +540,8 @@ bool Connection::send_to_upstream(bool fresh) {
   bufferevent_setwatermark(up, EV_WRITE, kLowWatermark, 0);
   const auto& u = req_state_->config.upstream;
   const timeval read_timeout = to_timeval(u.response_timeout_ms);
-  const timeval write_timeout = to_timeval(up_->reused ? u.response_timeout_ms : u.connect_timeout_ms);
+  const timeval write_timeout =
+      to_timeval(up_->reused ? u.response_timeout_ms : u.connect_timeout_ms);
   bufferevent_set_timeouts(up, &read_timeout, &write_timeout);
   bufferevent_write(up, upstream_head_.data(), upstream_head_.size());
   if (buffer_body_ && !body_.empty()) bufferevent_write(up, body_.data(), body_.size());
@@ -588,8 +590,8 @@ void Connection::upstream_failed(UpstreamError kind) {
   // Only a request the upstream cannot have acted on twice is replayed: an idempotent method
   // (RFC 9110 9.2.2), sent on a pooled connection, with not one byte of any response received.
   const std::string& m = req_parser_.head().method;
-  const bool idempotent = m == "GET" || m == "HEAD" || m == "PUT" || m == "DELETE" ||
-                          m == "OPTIONS";
+  const bool idempotent =
+      m == "GET" || m == "HEAD" || m == "PUT" || m == "DELETE" || m == "OPTIONS";
   const bool replayable = up_ && idempotent && !response_started_ && !got_upstream_bytes_ &&
                           up_phase_ == Up::kHead && request_body_done_ &&
                           evbuffer_get_length(bufferevent_get_input(up_->bev.get())) == 0 &&
@@ -603,9 +605,8 @@ void Connection::upstream_failed(UpstreamError kind) {
     return;
   }
   services.metrics.count_upstream_error(kind);
-  services.log.warn("upstream failed",
-                    {{"connection", std::to_string(id_)},
-                     {"kind", std::string(observability::to_string(kind))}});
+  services.log.warn("upstream failed", {{"connection", std::to_string(id_)},
+                                        {"kind", std::string(observability::to_string(kind))}});
   release_upstream(false);
   up_phase_ = Up::kNone;
   if (response_started_) {
@@ -642,7 +643,8 @@ void Connection::on_up_read() {
       continue;
     }
     response_started_ = true;
-    const bool eof_delimited = !resp_parser_.message_complete() && !rh.chunked && !rh.content_length;
+    const bool eof_delimited =
+        !resp_parser_.message_complete() && !rh.chunked && !rh.content_length;
     if (!keep_alive_ || !request_body_done_ || eof_delimited || draining_)
       close_after_response_ = true;
     const std::string out = http::forward_response_head(rh, close_after_response_);

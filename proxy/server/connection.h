@@ -36,7 +36,8 @@ class Connection : private http::MessageParser::BodySink {
 
   /// Starts the TLS handshake. False when the connection could not be set up (it is then closed).
   bool start();
-  /// Graceful stop: closes at once when no request is in progress, otherwise after the current response.
+  /// Graceful stop: closes at once when no request is in progress, otherwise after the current
+  /// response.
   void drain();
   /// Cuts the connection now (drain deadline passed).
   void abort();
@@ -124,9 +125,9 @@ class Connection : private http::MessageParser::BodySink {
   policy::Decision decision_;
   bool keep_alive_ = true;
   bool head_method_ = false;
-  bool buffer_body_ = false;      ///< the body decides (Bundle): read all of it before deciding
-  std::string body_;              ///< the buffered body (bounded by max_body_bytes)
-  bool forwarding_ = false;       ///< body bytes go upstream as they arrive
+  bool buffer_body_ = false;  ///< the body decides (Bundle): read all of it before deciding
+  std::string body_;          ///< the buffered body (bounded by max_body_bytes)
+  bool forwarding_ = false;   ///< body bytes go upstream as they arrive
   bool chunked_upstream_ = false;
   bool request_body_done_ = false;
   bool response_started_ = false;
@@ -135,7 +136,7 @@ class Connection : private http::MessageParser::BodySink {
   bool audited_ = false;
   bool decided_ = false;             ///< the current request got a decision (policy or 401)
   bool got_upstream_bytes_ = false;  ///< some response (even interim) came back: never replay
-  std::string upstream_head_;  ///< kept for one retry on a stale pooled connection
+  std::string upstream_head_;        ///< kept for one retry on a stale pooled connection
   std::unique_ptr<UpstreamConnection> up_;
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;

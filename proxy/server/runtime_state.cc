@@ -24,8 +24,8 @@ void resolve_upstream(const ProxyConfig& c, RuntimeState& s) {
   const std::string port = std::to_string(c.upstream.port);
   const int rc = evutil_getaddrinfo(c.upstream.host.c_str(), port.c_str(), &hints, &res);
   if (rc != 0 || res == nullptr)
-    throw policy::ConfigError(at(c, "cannot resolve upstream host \"" + c.upstream.host +
-                                        "\": " + evutil_gai_strerror(rc)));
+    throw policy::ConfigError(at(
+        c, "cannot resolve upstream host \"" + c.upstream.host + "\": " + evutil_gai_strerror(rc)));
   std::memcpy(&s.upstream_addr, res->ai_addr, res->ai_addrlen);
   s.upstream_addr_len = static_cast<socklen_t>(res->ai_addrlen);
   evutil_freeaddrinfo(res);
@@ -37,14 +37,13 @@ std::shared_ptr<SSL_CTX> upstream_client_context(const ProxyConfig& c) {
   std::shared_ptr<SSL_CTX> ctx(raw, SSL_CTX_free);
   SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION);
   SSL_CTX_set_verify(raw, SSL_VERIFY_PEER, nullptr);
-  const bool ok = c.upstream.ca.path.empty()
-                      ? SSL_CTX_set_default_verify_paths(raw) == 1
-                      : SSL_CTX_load_verify_locations(raw, c.upstream.ca.path.c_str(), nullptr) == 1;
+  const bool ok = c.upstream.ca.path.empty() ? SSL_CTX_set_default_verify_paths(raw) == 1
+                                             : SSL_CTX_load_verify_locations(
+                                                   raw, c.upstream.ca.path.c_str(), nullptr) == 1;
   if (!ok)
-    throw policy::ConfigError(policy::Diagnostic{c.file, c.upstream.ca.pos.line,
-                                                 c.upstream.ca.pos.column,
-                                                 "cannot load upstream CA \"" + c.upstream.ca.path +
-                                                     "\""});
+    throw policy::ConfigError(
+        policy::Diagnostic{c.file, c.upstream.ca.pos.line, c.upstream.ca.pos.column,
+                           "cannot load upstream CA \"" + c.upstream.ca.path + "\""});
   return ctx;
 }
 

@@ -1,9 +1,9 @@
 // One immutable snapshot of everything a request needs from configuration: proxy.yaml, the compiled
 // policy, the TLS context, the metric handles bound to the policy's rules, the upstream's address.
 //
-// Loading builds a new snapshot; SIGHUP builds another and swaps it in (StateHolder). A connection keeps
-// the TLS context it was accepted with; each request takes the snapshot current when it starts and
-// keeps it until it ends. A failed build throws and changes nothing.
+// Loading builds a new snapshot; SIGHUP builds another and swaps it in (StateHolder). A connection
+// keeps the TLS context it was accepted with; each request takes the snapshot current when it
+// starts and keeps it until it ends. A failed build throws and changes nothing.
 #pragma once
 
 #include <sys/socket.h>
@@ -37,8 +37,8 @@ struct RuntimeState {
 
 using StatePtr = std::shared_ptr<const RuntimeState>;
 
-/// Loads proxy.yaml and every file it names (as `check` does) into a new snapshot, binding metric series
-/// for the policy's rules. Throws policy::ConfigError carrying every diagnostic.
+/// Loads proxy.yaml and every file it names (as `check` does) into a new snapshot, binding metric
+/// series for the policy's rules. Throws policy::ConfigError carrying every diagnostic.
 StatePtr build_runtime_state(const std::string& config_path, observability::Metrics& metrics);
 
 /// The current snapshot, swapped atomically by reloads and read by every worker.

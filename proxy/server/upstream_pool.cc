@@ -17,7 +17,9 @@ constexpr int kIdleUpstreamSeconds = 60;
 
 }  // namespace
 
-UpstreamPool::~UpstreamPool() { close_idle(); }
+UpstreamPool::~UpstreamPool() {
+  close_idle();
+}
 
 std::string UpstreamPool::key_of(const RuntimeState& state) {
   return (state.config.upstream.https ? "https://" : "http://") + state.config.upstream.host + ":" +
@@ -38,7 +40,8 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& st
     return conn;
   }
 
-  const int fd = socket(state.upstream_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd =
+      socket(state.upstream_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return nullptr;
   const int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -56,9 +59,8 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& st
     SSL_set1_host(ssl.get(), state.upstream_host.c_str());
     // BEV_OPT_CLOSE_ON_FREE: the bufferevent owns the socket and the SSL* from here on, even when
     // creation fails, so the SslPtr is released at the call.
-    conn->bev.reset(bufferevent_openssl_socket_new(base_, fd, ssl.release(),
-                                                   BUFFEREVENT_SSL_CONNECTING,
-                                                   BEV_OPT_CLOSE_ON_FREE));
+    conn->bev.reset(bufferevent_openssl_socket_new(
+        base_, fd, ssl.release(), BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE));
     if (conn->bev) bufferevent_openssl_set_allow_dirty_shutdown(conn->bev.get(), 1);
   } else {
     conn->bev.reset(bufferevent_socket_new(base_, fd, BEV_OPT_CLOSE_ON_FREE));

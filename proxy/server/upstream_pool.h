@@ -1,6 +1,6 @@
-// Keep-alive connections to the FHIR server, one pool per worker (so no lock): idle connections wait
-// here between requests and are closed when the server closes them, when they sit idle too long, or
-// when a reload points the proxy at another upstream.
+// Keep-alive connections to the FHIR server, one pool per worker (so no lock): idle connections
+// wait here between requests and are closed when the server closes them, when they sit idle too
+// long, or when a reload points the proxy at another upstream.
 #pragma once
 
 #include <cstdint>
@@ -24,14 +24,15 @@ struct UpstreamConnection {
 
 class UpstreamPool {
  public:
-  UpstreamPool(event_base* base, observability::Metrics& metrics) : base_(base), metrics_(metrics) {}
+  UpstreamPool(event_base* base, observability::Metrics& metrics)
+      : base_(base), metrics_(metrics) {}
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
-  /// An idle connection to the snapshot's upstream when one is left (reused=true), else a new one whose
-  /// connect has started. nullptr when no socket could be created. Callbacks are the caller's to set.
-  /// `fresh`: never an idle one (a retry after a stale pooled connection).
+  /// An idle connection to the snapshot's upstream when one is left (reused=true), else a new one
+  /// whose connect has started. nullptr when no socket could be created. Callbacks are the caller's
+  /// to set. `fresh`: never an idle one (a retry after a stale pooled connection).
   std::unique_ptr<UpstreamConnection> acquire(const RuntimeState& state, bool fresh = false);
 
   /// Parks a connection whose last response ended cleanly; closes it when the pool is full.

@@ -16,9 +16,10 @@ namespace {
 sockaddr_storage listen_address(const ProxyConfig& config, int& len) {
   sockaddr_storage ss{};
   len = sizeof ss;
-  const std::string text = config.listen_host.find(':') != std::string::npos
-                               ? "[" + config.listen_host + "]:" + std::to_string(config.listen_port)
-                               : config.listen_host + ":" + std::to_string(config.listen_port);
+  const std::string text =
+      config.listen_host.find(':') != std::string::npos
+          ? "[" + config.listen_host + "]:" + std::to_string(config.listen_port)
+          : config.listen_host + ":" + std::to_string(config.listen_port);
   if (evutil_parse_sockaddr_port(text.c_str(), reinterpret_cast<sockaddr*>(&ss), &len) != 0)
     throw std::runtime_error("cannot parse listen address \"" + config.listen + "\"");
   return ss;
@@ -34,8 +35,8 @@ Worker::Worker(Services services, int index, const ProxyConfig& config)
   sockaddr_storage ss = listen_address(config, len);
   listener_.reset(evconnlistener_new_bind(
       base_.get(), &Worker::accept_cb, this,
-      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC, 1024,
-      reinterpret_cast<sockaddr*>(&ss), len));
+      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
+      1024, reinterpret_cast<sockaddr*>(&ss), len));
   if (!listener_)
     throw std::runtime_error("cannot listen on " + config.listen + ": " +
                              evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -44,8 +45,7 @@ Worker::Worker(Services services, int index, const ProxyConfig& config)
   drain_timer_.reset(evtimer_new(base_.get(), &Worker::drain_deadline_cb, this));
   pool_ = std::make_unique<UpstreamPool>(base_.get(), services_.metrics);
   const int workers = config.workers > 0 ? config.workers : 1;
-  max_connections_ = static_cast<std::size_t>(
-      std::max(1, config.limits.max_connections / workers));
+  max_connections_ = static_cast<std::size_t>(std::max(1, config.limits.max_connections / workers));
 }
 
 Worker::~Worker() {
@@ -101,7 +101,9 @@ void Worker::destroy(Connection* c) {
   if (draining_ && connections_.empty()) event_base_loopexit(base_.get(), nullptr);
 }
 
-void Worker::stop_cb(evutil_socket_t, short, void* arg) { static_cast<Worker*>(arg)->begin_drain(); }
+void Worker::stop_cb(evutil_socket_t, short, void* arg) {
+  static_cast<Worker*>(arg)->begin_drain();
+}
 
 void Worker::begin_drain() {
   if (draining_) return;
@@ -127,9 +129,9 @@ void Worker::drain_deadline_cb(evutil_socket_t, short, void* arg) {
   std::vector<Connection*> open;
   for (auto& [c, owned] : w->connections_) open.push_back(c);
   if (!open.empty())
-    w->services_.log.warn("drain timeout: cutting in-flight requests",
-                          {{"worker", std::to_string(w->index_)},
-                           {"connections", std::to_string(open.size())}});
+    w->services_.log.warn(
+        "drain timeout: cutting in-flight requests",
+        {{"worker", std::to_string(w->index_)}, {"connections", std::to_string(open.size())}});
   for (Connection* c : open)
     if (w->connections_.count(c)) c->abort();
   event_base_loopexit(w->base_.get(), nullptr);

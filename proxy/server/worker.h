@@ -1,5 +1,6 @@
-// A worker: one thread, one event_base, its own SO_REUSEPORT listener, its own connections and its own
-// upstream pool. Workers share only immutable snapshots (StateHolder) and thread-safe metrics/audit.
+// A worker: one thread, one event_base, its own SO_REUSEPORT listener, its own connections and its
+// own upstream pool. Workers share only immutable snapshots (StateHolder) and thread-safe
+// metrics/audit.
 #pragma once
 
 #include <atomic>
