@@ -77,7 +77,8 @@ class BundleScanner final : public json::json_sax_t {
   bool number_float(number_float_t, const string_t&) override { return scalar(); }
 
   bool string(string_t& value) override {
-    switch (take_slot()) {
+    const Slot slot = take_slot();
+    switch (slot) {
       case Slot::kBundleResourceType:
         out_.resource_type = value;
         break;
@@ -93,20 +94,8 @@ class BundleScanner final : public json::json_sax_t {
       case Slot::kResourceResourceType:
         current_entry().resource_type = value;
         break;
-      case Slot::kBundleEntry:
-        out_.entry = JsonShape::kOther;
-        break;
-      case Slot::kEntryElement:
-        add_entry();
-        break;
-      case Slot::kEntryRequest:
-        current_entry().request = JsonShape::kOther;
-        break;
-      case Slot::kEntryResource:
-        current_entry().resource = JsonShape::kOther;
-        break;
-      case Slot::kRoot:
-      case Slot::kIgnored:
+      default:
+        not_a_container(slot);
         break;
     }
     return true;
@@ -237,7 +226,13 @@ class BundleScanner final : public json::json_sax_t {
   }
 
   bool scalar() {
-    switch (take_slot()) {
+    not_a_container(take_slot());  // a non-string where a string is read counts as absent
+    return true;
+  }
+
+  /// A scalar stands where an array or object belongs: the shape is recorded as wrong.
+  void not_a_container(Slot slot) {
+    switch (slot) {
       case Slot::kBundleEntry:
         out_.entry = JsonShape::kOther;
         break;
@@ -251,9 +246,8 @@ class BundleScanner final : public json::json_sax_t {
         current_entry().resource = JsonShape::kOther;
         break;
       default:
-        break;  // a non-string where a string is read counts as absent
+        break;
     }
-    return true;
   }
 
   /// Counts a new element of Bundle.entry; true when it is kept (then it is current_entry()).

@@ -3,24 +3,15 @@
 
 #include <string>
 
+#include "tests/unit/proxy/config/minimal_config.h"
+
 #include "policy/config_error.h"
 #include "proxy/config/proxy_config.h"
 
 namespace fmp::proxy {
 namespace {
 
-// Line 11 is the first line after this text.
-const std::string kMinimal =
-    "listen: \"127.0.0.1:8443\"\n"
-    "tls:\n"
-    "  cert: server.pem\n"
-    "  key: server.key\n"
-    "  trust:\n"
-    "    - name: dt\n"
-    "      ca: dt-ca.pem\n"
-    "upstream:\n"
-    "  url: \"http://127.0.0.1:8080\"\n"
-    "policy: policy.yaml\n";
+const std::string& kMinimal = testing::kMinimalConfig;
 
 AuditFailureMode mode_of(const std::string& text) {
   return load_proxy_config_text(text, "p.yaml").audit.on_failure;

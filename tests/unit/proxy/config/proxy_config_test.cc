@@ -9,8 +9,10 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+
 #include <thread>
 #include <vector>
+#include "tests/unit/proxy/config/minimal_config.h"
 
 #include "proxy/config/address.h"
 
@@ -20,19 +22,7 @@ namespace {
 using policy::ConfigError;
 using policy::Diagnostic;
 
-// Line numbers below refer to this text: 1 listen, 2 tls, 3 cert, 4 key, 5 trust, 6 - name, 7 ca,
-// 8 upstream, 9 url, 10 policy.
-const std::string kMinimal =
-    "listen: \"127.0.0.1:8443\"\n"
-    "tls:\n"
-    "  cert: server.pem\n"
-    "  key: server.key\n"
-    "  trust:\n"
-    "    - name: dt\n"
-    "      ca: dt-ca.pem\n"
-    "upstream:\n"
-    "  url: \"http://127.0.0.1:8080\"\n"
-    "policy: policy.yaml\n";
+const std::string& kMinimal = testing::kMinimalConfig;
 
 ProxyConfig load(const std::string& text) {
   return load_proxy_config_text(text, "p.yaml");

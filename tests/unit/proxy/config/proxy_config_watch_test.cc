@@ -4,22 +4,13 @@
 #include <string>
 
 #include "proxy/config/proxy_config.h"
+#include "tests/unit/proxy/config/minimal_config.h"
 
 namespace fmp::proxy {
 namespace {
 
 // Line 11 is `watch:` when a value is appended.
-const std::string kBase =
-    "listen: \"127.0.0.1:8443\"\n"
-    "tls:\n"
-    "  cert: server.pem\n"
-    "  key: server.key\n"
-    "  trust:\n"
-    "    - name: dt\n"
-    "      ca: dt-ca.pem\n"
-    "upstream:\n"
-    "  url: \"http://127.0.0.1:8080\"\n"
-    "policy: policy.yaml\n";
+const std::string& kBase = testing::kMinimalConfig;
 
 TEST_CASE("watch defaults to true") {
   CHECK(load_proxy_config_text(kBase, "p.yaml").watch);
