@@ -15,18 +15,37 @@ cd "$(dirname "$0")/.."
 root=$PWD
 jobs=$(nproc)
 
+# Per stage: wall time, and CPU time (user+sys) of everything it ran. On a machine shared with
+# other work the wall time grows; the CPU time shows what the stage itself costs (2 cores: wall
+# >= cpu / 2).
 timings=()
 stage_start=0
+stage_cpu=0
+children_cpu_s=0
+times_file=$(mktemp)
+# `times` must run in this shell (a $(...) subshell has no children of its own yet).
+children_cpu() {  # user+sys seconds of every finished child of this shell so far
+  times >"$times_file"
+  children_cpu_s=$(tail -n 1 "$times_file" | awk '{ n = 0; for (i = 1; i <= 2; i++) {
+    split($i, a, "m"); sub("s", "", a[2]); n += a[1] * 60 + a[2] } printf "%.1f", n }')
+}
 begin_stage() {
   stage_start=$(date +%s)
+  children_cpu
+  stage_cpu=$children_cpu_s
   echo "=== stage: $1"
 }
 end_stage() {
+  children_cpu
   local s=$(($(date +%s) - stage_start))
-  timings+=("$(printf '%-8s %4d s' "$1" "$s")")
-  echo "=== stage $1 done in ${s}s"
+  local c
+  c=$(awk -v a="$children_cpu_s" -v b="$stage_cpu" 'BEGIN { printf "%d", a - b + 0.5 }')
+  timings+=("$(printf '%-8s wall %4d s  cpu %4d s' "$1" "$s" "$c")")
+  echo "=== stage $1 done in ${s}s (cpu ${c}s)"
 }
 print_timings() {
+  rm -f "$times_file"
+  ((${#timings[@]})) || return 0
   echo "=== stage timings"
   printf '%s\n' "${timings[@]}"
 }
@@ -69,11 +88,12 @@ begin_stage tsan
 cmake -S . -B build-tsan "${san_flags[@]}" -DFMP_SANITIZE_THREAD=ON -DFMP_SANITIZE_ADDRESS=OFF >/dev/null
 cmake --build build-tsan -j"$jobs"
 # Unit tests plus the integration tests where threads share the most state: two worker threads
-# (keep-alive/concurrency), reload swapping the shared snapshot under live traffic, shutdown
-# draining every worker, the metrics endpoint's threads reading what the workers count.
+# (keep-alive/concurrency), reload swapping the shared snapshot under live traffic (SIGHUP and the
+# file-watcher thread), shutdown draining every worker, the metrics endpoint's threads reading
+# what the workers count.
 TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$supp/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure -j2 \
-    -R '^(unit_.*|integration_test_(keepalive_concurrency|reload|shutdown|prometheus))$'
+    -R '^(unit_.*|integration_test_(keepalive_concurrency|reload|watch_reload|shutdown|prometheus))$'
 end_stage tsan
 
 begin_stage fuzz

@@ -221,9 +221,17 @@ class WatchReloadTest(unittest.TestCase):
         self.assertTrue(proxy.running())
         return load
 
+    def wait_for_log(self, proxy, text, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while text not in proxy.stderr_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return proxy.stderr_text()
+
     def test_edit_in_place_under_load(self):
         proxy = self.start()
-        self.assertIn("watching the configuration files", proxy.stderr_text())
+        # The watcher starts (and logs) just after the listeners: wait for its line.
+        self.assertIn("watching the configuration files",
+                      self.wait_for_log(proxy, "watching the configuration files"))
         self.assertEqual(self.observation_status(proxy), 200)
         self.run_under_load(proxy, [
             (lambda: write_in_place(proxy.policy_path, to_yaml(CLOSED)), 403),
@@ -343,11 +351,8 @@ class WatchReloadTest(unittest.TestCase):
         proxy.write_config(cfg)
         self.assertEqual(proxy.reload(), "success")
         # The reload counter moves before the watcher is started and logs: wait for the log line.
-        deadline = time.monotonic() + 5
-        while ("watching the configuration files" not in proxy.stderr_text()
-               and time.monotonic() < deadline):
-            time.sleep(0.05)
-        self.assertIn("watching the configuration files", proxy.stderr_text())
+        self.assertIn("watching the configuration files",
+                      self.wait_for_log(proxy, "watching the configuration files"))
         write_in_place(proxy.policy_path, to_yaml(OPEN))
         self.wait_reload(proxy, "success", 3)
         self.assertEqual(self.observation_status(proxy), 200)
