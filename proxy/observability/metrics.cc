@@ -351,15 +351,11 @@ Metrics::Metrics()
                                "of a trust bundle (trust:NAME) or its earliest CRL (crl:NAME, "
                                "nextUpdate) expires.")
                          .Register(*registry_)),
-      request_duration_family_(prometheus::BuildHistogram()
-                                   .Name("fhir_mtls_proxy_request_duration_seconds")
-                                   .Help("End-to-end request duration.")
-                                   .Register(*registry_)),
-      upstream_duration_family_(
-          prometheus::BuildHistogram()
-              .Name("fhir_mtls_proxy_upstream_duration_seconds")
-              .Help("Upstream exchange duration, request sent to response end.")
-              .Register(*registry_)),
+      request_duration_("fhir_mtls_proxy_request_duration_seconds", "End-to-end request duration.",
+                        duration_buckets()),
+      upstream_duration_("fhir_mtls_proxy_upstream_duration_seconds",
+                         "Upstream exchange duration, request sent to response end.",
+                         duration_buckets()),
       fhir_counters_(std::make_unique<std::atomic<prometheus::Counter*>[]>(
           kInteractionCount * kResourceSlots * kDecisionLabelCount)) {
   static_assert(kResourceSlots == kR4Count + 2, "R4 names + other + system");
@@ -387,8 +383,6 @@ Metrics::Metrics()
   upstream_idle_ = &upstream_idle_family_.Add({});
   policy_rules_ = &policy_rules_family_.Add({});
   last_reload_ = &last_reload_family_.Add({});
-  request_duration_ = &request_duration_family_.Add({}, duration_buckets());
-  upstream_duration_ = &upstream_duration_family_.Add({}, duration_buckets());
   bind_rules({});  // the "default" series exist before any policy is loaded
 }
 
@@ -440,10 +434,10 @@ void Metrics::count_fhir(policy::Interaction interaction, std::string_view resou
 }
 
 void Metrics::observe_request(double seconds) {
-  request_duration_->Observe(seconds);
+  request_duration_.observe(seconds);
 }
 void Metrics::observe_upstream(double seconds) {
-  upstream_duration_->Observe(seconds);
+  upstream_duration_.observe(seconds);
 }
 
 void Metrics::count_handshake(bool ok, tls::VerifyReason reason) {
@@ -537,7 +531,10 @@ void Metrics::count_audit_write_error() {
 }
 
 std::string Metrics::render() const {
-  return prometheus::TextSerializer().Serialize(registry_->Collect());
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (const AtomicHistogram* h : {&request_duration_, &upstream_duration_})
+    for (auto& f : h->Collect()) families.push_back(std::move(f));
+  return prometheus::TextSerializer().Serialize(families);
 }
 
 }  // namespace fmp::proxy::observability

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "policy/fhir_request.h"
+#include "proxy/observability/atomic_histogram.h"
 #include "proxy/tls/trust_store.h"
 
 namespace fmp::proxy::observability {
@@ -76,9 +77,9 @@ class RuleCounters {
 };
 
 /// Owns a prometheus::Registry with every family of the contract. All counting methods are
-/// thread-safe. Hot-path methods (count_*, observe_*, connection_*) take no lock of ours and
-/// allocate nothing; prometheus-cpp counters and gauges are atomics, its histograms take a short
-/// per-histogram mutex.
+/// thread-safe. Hot-path methods (count_*, observe_*, connection_*) take no lock and allocate
+/// nothing: prometheus-cpp counters and gauges are atomics, and the two duration histograms are
+/// AtomicHistogram (prometheus-cpp's Histogram would take a mutex per observation).
 class Metrics {
  public:
   Metrics();
@@ -172,8 +173,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& policy_rules_family_;
   prometheus::Family<prometheus::Gauge>& last_reload_family_;
   prometheus::Family<prometheus::Gauge>& expiry_family_;
-  prometheus::Family<prometheus::Histogram>& request_duration_family_;
-  prometheus::Family<prometheus::Histogram>& upstream_duration_family_;
+  AtomicHistogram request_duration_;  ///< lock-free: observed on every request
+  AtomicHistogram upstream_duration_;
 
   std::array<prometheus::Counter*, kHandshakeSlots> handshake_counters_{};
   std::array<prometheus::Counter*, kUpstreamErrorCount> upstream_error_counters_{};
@@ -186,8 +187,6 @@ class Metrics {
   prometheus::Gauge* upstream_idle_ = nullptr;
   prometheus::Gauge* policy_rules_ = nullptr;
   prometheus::Gauge* last_reload_ = nullptr;
-  prometheus::Histogram* request_duration_ = nullptr;
-  prometheus::Histogram* upstream_duration_ = nullptr;
 
   /// fhir_requests_total series, created on first use; index (interaction, resource slot,
   /// decision).
