@@ -14,6 +14,7 @@ import socket
 import ssl
 import time
 from typing import NamedTuple
+from . import headers as header_lookup
 
 SERVER_HOSTNAME = "localhost"
 
@@ -48,14 +49,11 @@ class Response(NamedTuple):
 
     def header(self, name):
         """The first value of header `name` (any case), or None."""
-        for n, v in self.headers:
-            if n.lower() == name.lower():
-                return v
-        return None
+        return header_lookup.first(self.headers, name)
 
     def header_all(self, name):
-        """Every value of header `name` (any case)."""
-        return [v for n, v in self.headers if n.lower() == name.lower()]
+        """Every value of header `name` (any case), in wire order."""
+        return header_lookup.every(self.headers, name)
 
     def json(self):
         """The body parsed as JSON."""

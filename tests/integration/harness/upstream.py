@@ -20,6 +20,7 @@ import socket
 import struct
 import threading
 import time
+from . import headers as header_lookup
 
 MAX_HEAD_BYTES = 256 * 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -82,14 +83,11 @@ class Request:
 
     def header(self, name):
         """The first value of header `name` (any case), or None."""
-        for n, v in self.headers:
-            if n.lower() == name.lower():
-                return v
-        return None
+        return header_lookup.first(self.headers, name)
 
     def header_all(self, name):
         """Every value of header `name` (any case), in wire order."""
-        return [v for n, v in self.headers if n.lower() == name.lower()]
+        return header_lookup.every(self.headers, name)
 
     def __repr__(self):
         return "Request(%s %s, %d headers, %d body bytes)" % (self.method, self.target,
