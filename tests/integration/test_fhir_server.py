@@ -210,17 +210,26 @@ class FhirServerTest(unittest.TestCase):
         meanwhile. The log line of a request is written after its response, so a sentinel request
         (anonymous GET metadata?_sentinel=...) closes the window: once its line is there, every
         request forwarded before it has been logged too (one upstream server, requests in order)."""
-        mark = len(self.fhir_log())
+        # A first sentinel opens the window: earlier requests may still be logging their lines.
+        mark = self.sentinel_logged(0)
         action()
+        end = self.sentinel_logged(mark)
+        return self.fhir_log()[mark:end].splitlines()[:-1]
+
+    def sentinel_logged(self, start):
+        """Sends an anonymous GET metadata?_sentinel=... and returns the log offset just after
+        its line, once it is there (every request forwarded before it is logged by then)."""
         sentinel = "_sentinel=" + uuid.uuid4().hex
         status, _, _ = self.curl("anonymous", "GET", "/metadata?" + sentinel)
         self.assertEqual(status, 200)
         deadline = time.monotonic() + 10
         while True:
-            lines = self.fhir_log()[mark:].splitlines()
-            done = [i for i, line in enumerate(lines) if sentinel in line]
-            if done:
-                return lines[:done[0]]
+            log = self.fhir_log()
+            at = log.find(sentinel, start)
+            if at >= 0:
+                newline = log.find("\n", at)
+                if newline >= 0:
+                    return newline + 1
             self.assertLess(time.monotonic(), deadline, "the sentinel request was not logged")
             time.sleep(0.05)
 
