@@ -46,7 +46,7 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
-  constexpr std::string_view kMethods[] = {"GET", "HEAD", "POST", "PUT",
+  constexpr std::string_view kMethods[] = {"GET",   "HEAD",   "POST",    "PUT",
                                            "PATCH", "DELETE", "OPTIONS", "get"};
   constexpr std::string_view kBases[] = {"/fhir", "/", "/api/fhir/r4/", ""};
   const std::string_view method = kMethods[data[0] & 7];

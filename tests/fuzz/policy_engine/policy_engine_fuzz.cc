@@ -145,11 +145,10 @@ Identity identity(FuzzedDataProvider& in) {
 }
 
 FhirRequest request(FuzzedDataProvider& in) {
-  const std::string method =
-      pick(in, {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"});
-  const std::string target = pick(in, {"/fhir/Patient/1", "/fhir/Observation?code=x",
-                                       "/fhir/metadata", "/fhir/AuditEvent/2", "/public/a",
-                                       "/fhir/Patient/1/$everything", "/fhir"});
+  const std::string method = pick(in, {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"});
+  const std::string target =
+      pick(in, {"/fhir/Patient/1", "/fhir/Observation?code=x", "/fhir/metadata",
+                "/fhir/AuditEvent/2", "/public/a", "/fhir/Patient/1/$everything", "/fhir"});
   std::string path;
   std::string query;
   // The proxy answers 400 to a target split_target refuses; the engine never sees it.
