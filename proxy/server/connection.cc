@@ -2,9 +2,12 @@
 
 #include <arpa/inet.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>  // ev_read, for the read-ahead wake-up (kick_tls_reader)
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <ctime>
 
@@ -28,6 +31,8 @@ constexpr std::size_t kLowWatermark = 64 * 1024;
 constexpr ev_ssize_t kMaxSingleIo = 64 * 1024;
 /// Client bytes read ahead (pipelined requests) beyond a request head before reading pauses.
 constexpr std::size_t kReadAhead = 64 * 1024;
+/// Plaintext per direct SSL_write: one full TLS record.
+constexpr std::size_t kRecordPlaintext = 16 * 1024;
 
 timeval to_timeval(int ms) {
   return timeval{ms / 1000, (ms % 1000) * 1000};
@@ -71,7 +76,11 @@ class CallbackScope {
  public:
   explicit CallbackScope(Connection* c) : c_(c) { ++c_->depth_; }
   ~CallbackScope() {
-    if (--c_->depth_ == 0 && c_->dead_) c_->worker_.destroy(c_);
+    if (--c_->depth_ != 0) return;
+    if (c_->dead_)
+      c_->worker_.destroy(c_);
+    else
+      c_->kick_tls_reader();
   }
   CallbackScope(const CallbackScope&) = delete;
   CallbackScope& operator=(const CallbackScope&) = delete;
@@ -94,10 +103,14 @@ Connection::Connection(Worker& worker, evutil_socket_t fd, const sockaddr* addr,
   client_address_ = (addr->sa_family == AF_INET6 ? "[" + client_ip_ + "]" : client_ip_) + ":" +
                     std::to_string(port);
   id_ = worker_.next_connection_id();
+  down_stage_.reset(evbuffer_new());
   ssl::SslPtr ssl = conn_state_->tls->new_ssl();
   if (ssl) {
     // BEV_OPT_CLOSE_ON_FREE: the bufferevent owns the socket and the SSL* from here on (even when
     // creation fails), so the SslPtr is released at the call.
+    // Read-ahead: OpenSSL reads whatever the socket holds in one read() instead of a 5-byte record
+    // header and then the record (one syscall per request instead of two). See kick_tls_reader().
+    SSL_set_read_ahead(ssl.get(), 1);
     down_.reset(bufferevent_openssl_socket_new(worker_.base(), fd, ssl.release(),
                                                BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE));
   } else {
@@ -112,7 +125,7 @@ Connection::~Connection() {
 }
 
 bool Connection::start() {
-  if (!down_) {
+  if (!down_ || !down_stage_) {
     dead_ = true;
     return false;
   }
@@ -175,6 +188,21 @@ void Connection::header_timeout_cb(evutil_socket_t, short, void* arg) {
 
 // ---- TLS ---------------------------------------------------------------------------------------
 
+// With read-ahead, OpenSSL may hold received records that libevent has not turned into input yet
+// (it reads one record per readable event, and the socket will not signal bytes already taken from
+// it): after each outermost callback, while reading is wanted and not held back by the input
+// watermark, the bufferevent's read event is activated so those records are read now.
+void Connection::kick_tls_reader() {
+  if (!down_ || down_phase_ == Down::kHandshake || down_phase_ == Down::kClosing) return;
+  if ((bufferevent_get_enabled(down_.get()) & EV_READ) == 0) return;
+  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  if (ssl == nullptr || SSL_has_pending(ssl) == 0) return;
+  size_t high = 0;
+  bufferevent_getwatermark(down_.get(), EV_READ, nullptr, &high);
+  if (high != 0 && evbuffer_get_length(bufferevent_get_input(down_.get())) >= high) return;
+  event_active(&down_->ev_read, EV_READ, 1);
+}
+
 void Connection::on_down_event(short events) {
   if (events & BEV_EVENT_CONNECTED) {
     handshake_done();
@@ -228,9 +256,8 @@ void Connection::handshake_done() {
       return;
     }
     identity_ = policy::extract_identity(leaf, SSL_get_peer_cert_chain(ssl),
-                                         worker_.services().states.get()->policy->hipaa(),
-                                         pv.result.community);
-    block_names_ = worker_.services().states.get()->config.identity_headers;
+                                         worker_.state()->policy->hipaa(), pv.result.community);
+    block_names_ = worker_.state()->config.identity_headers;
     identity_block_ = http::identity_header_block(identity_, block_names_);
 
     metrics.count_handshake(true, tls::VerifyReason::kNone);
@@ -245,7 +272,7 @@ void Connection::handshake_done() {
     X509* leaf = SSL_get0_peer_certificate(ssl);
     if (leaf != nullptr)
       identity_ = policy::extract_identity(leaf, SSL_get_peer_cert_chain(ssl),
-                                           worker_.services().states.get()->policy->hipaa(), "");
+                                           worker_.state()->policy->hipaa(), "");
     identity_.present = false;  // the certificate proves nothing
     metrics.count_handshake(false, cert_reason_);
   }
@@ -351,7 +378,7 @@ void Connection::reverify() {
 }
 
 void Connection::begin_request() {
-  req_state_ = worker_.services().states.get();
+  req_state_ = worker_.state();
   started_ = Clock::now();
   ++request_seq_;
   const http::MessageHead& head = req_parser_.head();
@@ -394,7 +421,7 @@ void Connection::begin_request() {
   if (!request_body_done_ && policy::needs_body(head.method, path_, req_state_->config.fhir_base)) {
     buffer_body_ = true;
     down_phase_ = Down::kBody;
-    if (head.expect_continue) bufferevent_write(down_.get(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (head.expect_continue) send_down("HTTP/1.1 100 Continue\r\n\r\n", 25);
     pump_request_body();
     return;
   }
@@ -425,9 +452,12 @@ void Connection::pump_request_body() {
   evbuffer* in = bufferevent_get_input(down_.get());
   const auto st = req_parser_.read_body(in, this, nullptr);
   if (st == http::MessageParser::Status::kError) {
-    reject_malformed();
+    reject_malformed();  // drops the upstream connection with whatever of this request is unsent
     return;
   }
+  // Only bytes of a body that parsed so far leave: the head of a streamed request goes out with
+  // its first body bytes, so a body that is malformed in the same read never reaches the upstream.
+  if (forwarding_) flush_upstream();
   if (st == http::MessageParser::Status::kNeedMore) {
     if (forwarding_ && up_ &&
         evbuffer_get_length(bufferevent_get_output(up_->bev.get())) > kHighWatermark)
@@ -440,7 +470,10 @@ void Connection::pump_request_body() {
     decide_and_dispatch();
     return;
   }
-  if (chunked_upstream_ && up_) bufferevent_write(up_->bev.get(), "0\r\n\r\n", 5);
+  if (chunked_upstream_ && up_) {
+    bufferevent_write(up_->bev.get(), "0\r\n\r\n", 5);
+    flush_upstream();
+  }
 }
 
 void Connection::decide_and_dispatch() {
@@ -505,23 +538,19 @@ void Connection::forward() {
     framing.content_length = head.content_length;
   }
   chunked_upstream_ = framing.chunked;
-  const auto& upstream = req_state_->config.upstream;
-  const bool v6 = upstream.host.find(':') != std::string::npos;
-  const std::string upstream_authority =
-      (v6 ? "[" + upstream.host + "]" : upstream.host) + ":" + std::to_string(upstream.port);
   if (req_state_->config.identity_headers != block_names_) {
     // A reload renamed the identity headers (or switched XFCC/RFC 9440): rebuild the block.
     block_names_ = req_state_->config.identity_headers;
     identity_block_ = http::identity_header_block(identity_, block_names_);
   }
   const http::ForwardAdditions add{identity_block_, req_state_->config.identity_headers.rule,
-                                   decision_.rule, client_ip_, upstream_authority};
+                                   decision_.rule, client_ip_, req_state_->upstream_authority};
   upstream_head_ = http::forward_request_head(head, *req_state_->reserved, add, framing);
   if (!send_to_upstream()) return;
   if (!request_body_done_) {
     forwarding_ = true;
     down_phase_ = Down::kBody;
-    if (head.expect_continue) bufferevent_write(down_.get(), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (head.expect_continue) send_down("HTTP/1.1 100 Continue\r\n\r\n", 25);
     pump_request_body();
   } else {
     wait_for_response();
@@ -545,14 +574,43 @@ bool Connection::send_to_upstream(bool fresh) {
   bufferevent_set_timeouts(up, &read_timeout, &write_timeout);
   bufferevent_write(up, upstream_head_.data(), upstream_head_.size());
   if (buffer_body_ && !body_.empty()) bufferevent_write(up, body_.data(), body_.size());
-  bufferevent_enable(up, EV_READ | EV_WRITE);
   resp_parser_.reset(head_method_);
   up_phase_ = Up::kHead;
   upstream_started_ = Clock::now();
+  if (up_->plain && up_->reused) {
+    bufferevent_enable(up, EV_READ);  // already enabled while pooled: no epoll_ctl
+    // A streamed body follows: the head is flushed with the body's first bytes, once they parse
+    // (pump_request_body).
+    if (request_body_done_) flush_upstream();
+  } else {
+    // Connecting (or TLS): libevent writes once the socket is connected / the handshake is done.
+    bufferevent_enable(up, EV_READ | EV_WRITE);
+  }
   return true;
 }
 
+// Write-through to a connected plain upstream: the bytes queued in its output go to the socket now,
+// so a request costs neither a write-event round through epoll nor the two epoll_ctl calls that add
+// and remove it. What the socket does not take (or an error) is left to libevent: EV_WRITE enabled,
+// it writes the rest in order (with the write timeout) or reports the error through up_event_cb.
+void Connection::flush_upstream() {
+  if (!up_ || !up_->plain || !up_->connected) return;
+  bufferevent* up = up_->bev.get();
+  if ((bufferevent_get_enabled(up) & EV_WRITE) != 0) return;  // libevent is already writing
+  evbuffer* out = bufferevent_get_output(up);
+  if (evbuffer_get_length(out) == 0) return;
+  // A bufferevent keeps the start of its output frozen against its user (only its own write
+  // callback drains it); thawed for exactly this write, as that callback does.
+  evbuffer_unfreeze(out, 1);
+  evbuffer_write(out, bufferevent_getfd(up));
+  evbuffer_freeze(out, 1);
+  if (evbuffer_get_length(out) > 0) bufferevent_enable(up, EV_WRITE);
+}
+
 void Connection::on_up_write() {
+  if (up_ && up_->plain && up_->connected &&
+      evbuffer_get_length(bufferevent_get_output(up_->bev.get())) == 0)
+    bufferevent_disable(up_->bev.get(), EV_WRITE);  // libevent already removed the event
   if (forwarding_ && down_phase_ == Down::kBody && up_ &&
       evbuffer_get_length(bufferevent_get_output(up_->bev.get())) <= kLowWatermark) {
     bufferevent_enable(down_.get(), EV_READ);
@@ -586,6 +644,7 @@ void Connection::on_up_event(short events) {
 }
 
 void Connection::upstream_failed(UpstreamError kind) {
+  flush_down();
   auto& services = worker_.services();
   // Only a request the upstream cannot have acted on twice is replayed: an idempotent method
   // (RFC 9110 9.2.2), sent on a pooled connection, with not one byte of any response received.
@@ -622,6 +681,15 @@ void Connection::upstream_failed(UpstreamError kind) {
 
 void Connection::on_up_read() {
   if (!up_ || dead_) return;
+  relay_response();
+  if (dead_) return;
+  flush_down();
+  if (up_ && up_phase_ == Up::kBody &&
+      evbuffer_get_length(bufferevent_get_output(down_.get())) > kHighWatermark)
+    bufferevent_disable(up_->bev.get(), EV_READ);  // resumed by on_down_write
+}
+
+void Connection::relay_response() {
   evbuffer* in = bufferevent_get_input(up_->bev.get());
   while (up_phase_ == Up::kHead) {
     const auto st = resp_parser_.read_head(in);
@@ -648,10 +716,10 @@ void Connection::on_up_read() {
     if (!keep_alive_ || !request_body_done_ || eof_delimited || draining_)
       close_after_response_ = true;
     const std::string out = http::forward_response_head(rh, close_after_response_);
-    // Room for the head and a small body in one chain (see MessageParser::read_body).
-    evbuffer* down_out = bufferevent_get_output(down_.get());
-    evbuffer_expand(down_out, out.size() + std::min<std::size_t>(evbuffer_get_length(in), 16384));
-    bufferevent_write(down_.get(), out.data(), out.size());
+    // Room for the head and a small body in one chain, so they leave in one TLS record.
+    evbuffer_expand(down_stage_.get(),
+                    out.size() + std::min<std::size_t>(evbuffer_get_length(in), kRecordPlaintext));
+    evbuffer_add(down_stage_.get(), out.data(), out.size());
     if (resp_parser_.message_complete()) {
       release_upstream(rh.keep_alive && request_body_done_);
       finish_response();
@@ -660,8 +728,7 @@ void Connection::on_up_read() {
     up_phase_ = Up::kBody;
   }
   if (up_phase_ != Up::kBody) return;
-  evbuffer* out = bufferevent_get_output(down_.get());
-  const auto st = resp_parser_.read_body(in, nullptr, out);
+  const auto st = resp_parser_.read_body(in, nullptr, down_stage_.get());
   bytes_out_ = resp_parser_.body_bytes();
   if (st == http::MessageParser::Status::kError) {
     worker_.services().log.warn("invalid response body from upstream",
@@ -672,10 +739,7 @@ void Connection::on_up_read() {
   if (st == http::MessageParser::Status::kDone) {
     release_upstream(resp_parser_.head().keep_alive && request_body_done_);
     finish_response();
-    return;
   }
-  if (evbuffer_get_length(out) > kHighWatermark)
-    bufferevent_disable(up_->bev.get(), EV_READ);  // resumed by on_down_write
 }
 
 void Connection::on_down_write() {
@@ -703,7 +767,49 @@ void Connection::release_upstream(bool reusable) {
   up_.reset();
 }
 
+void Connection::send_down(const char* data, std::size_t len) {
+  evbuffer_add(down_stage_.get(), data, len);
+  flush_down();
+}
+
+// Write-through to the client: when nothing is queued in down_'s output (so no SSL_write of
+// libevent's is pending a retry), the staged bytes are written with SSL_write here, one record of
+// at most 16 KiB per call, and the answer leaves without a write event being added and removed.
+// Whatever is not written (socket full, or an error) moves to down_'s output unchanged: its first
+// chain starts with the very bytes of a record OpenSSL may hold half-sent, and is at least that
+// long (evbuffer_pullup below), which is what OpenSSL requires of the retry libevent makes
+// (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER is set by bufferevent_openssl). Errors are reported by that
+// retry through down_event_cb, as before.
+void Connection::flush_down() {
+  evbuffer* stage = down_stage_.get();
+  std::size_t left = evbuffer_get_length(stage);
+  if (left == 0) return;
+  if (dead_ || !down_) {
+    evbuffer_drain(stage, left);
+    return;
+  }
+  evbuffer* out = bufferevent_get_output(down_.get());
+  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  if (evbuffer_get_length(out) == 0 && ssl != nullptr && SSL_is_init_finished(ssl)) {
+    while (left > 0) {
+      const std::size_t n = std::min(left, kRecordPlaintext);
+      const unsigned char* p = evbuffer_pullup(stage, static_cast<ev_ssize_t>(n));
+      if (p == nullptr) break;
+      ERR_clear_error();
+      const int r = SSL_write(ssl, p, static_cast<int>(n));
+      if (r <= 0) {
+        ERR_clear_error();  // libevent's retry reads the error afresh
+        break;
+      }
+      evbuffer_drain(stage, static_cast<std::size_t>(r));
+      left -= static_cast<std::size_t>(r);
+    }
+  }
+  if (left > 0) evbuffer_add_buffer(out, stage);
+}
+
 void Connection::finish_response() {
+  flush_down();
   up_phase_ = Up::kNone;
   worker_.services().metrics.observe_upstream(seconds_since(upstream_started_));
   complete_request(resp_parser_.head().status);
@@ -794,7 +900,7 @@ void Connection::reject(http::Rejection r, std::string_view diagnostics, bool cl
   const http::RejectionStatus s = http::status_of(r);
   if (draining_) close = true;
   const std::string response = http::rejection_response(r, diagnostics, close, head_method_);
-  bufferevent_write(down_.get(), response.data(), response.size());
+  send_down(response.data(), response.size());
   if (audited_)
     complete_request(s.status);  // a decided request: counted with its duration
   else
@@ -809,6 +915,7 @@ void Connection::reject(http::Rejection r, std::string_view diagnostics, bool cl
 // ---- closing -----------------------------------------------------------------------------------
 
 void Connection::close_after_flush() {
+  flush_down();
   down_phase_ = Down::kClosing;
   release_upstream(false);
   evtimer_del(header_timer_.get());

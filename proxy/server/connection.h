@@ -76,6 +76,11 @@ class Connection : private http::MessageParser::BodySink {
   void decide_and_dispatch();
   void forward();
   bool send_to_upstream(bool fresh = false);
+  void flush_upstream();
+  void flush_down();
+  void send_down(const char* data, std::size_t len);
+  void relay_response();
+  void kick_tls_reader();
   void upstream_failed(observability::UpstreamError kind);
   void finish_response();
   void wait_for_response();
@@ -95,6 +100,9 @@ class Connection : private http::MessageParser::BodySink {
   StatePtr conn_state_;  ///< the snapshot at accept: its TLS context served the handshake
   StatePtr req_state_;   ///< the snapshot of the current request
   ev::BufferEventPtr down_;
+  /// Bytes for the client gathered during one callback; flush_down() writes them with SSL_write
+  /// directly when nothing is queued in down_, so an answer costs no write-event round trip.
+  ev::EvBufferPtr down_stage_;
   ev::EventPtr header_timer_;
   ev::EventPtr resume_event_;  ///< runs read_head() for a pipelined request from the event loop
   std::string client_ip_;

@@ -59,6 +59,10 @@ StatePtr build_runtime_state(const std::string& config_path, observability::Metr
   s->reserved = std::make_shared<const http::ReservedHeaders>(s->config.identity_headers);
   resolve_upstream(s->config, *s);
   s->upstream_host = s->config.upstream.host;
+  const bool v6 = s->upstream_host.find(':') != std::string::npos;
+  s->upstream_authority = (v6 ? "[" + s->upstream_host + "]" : s->upstream_host) + ":" +
+                          std::to_string(s->config.upstream.port);
+  s->upstream_key = (s->config.upstream.https ? "https://" : "http://") + s->upstream_authority;
   if (s->config.upstream.https) s->upstream_tls = upstream_client_context(s->config);
   s->rule_counters = metrics.bind_rules(s->policy->rule_names());
   return s;

@@ -33,6 +33,10 @@ struct RuntimeState {
   socklen_t upstream_addr_len = 0;
   /// Host header value is the client's; this is only for SNI and certificate name checks.
   std::string upstream_host;
+  /// "host:port" ("[v6]:port"): the Host sent for a request that has none (HTTP/1.0 clients).
+  std::string upstream_authority;
+  /// Scheme and authority: idle pooled connections are reused only for the same key.
+  std::string upstream_key;
 };
 
 using StatePtr = std::shared_ptr<const RuntimeState>;
@@ -55,12 +59,40 @@ class StateHolder {
     return state_;
   }
   void set(StatePtr s) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    state_.swap(s);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      state_.swap(s);
+      version_.fetch_add(1, std::memory_order_release);
+    }
   }  // the old snapshot is released here, outside the lock, when `s` goes
+  /// Changes with every set(): a reader compares it to decide whether its copy is current.
+  std::uint64_t version() const { return version_.load(std::memory_order_acquire); }
 
  private:
   mutable std::mutex mutex_;
+  StatePtr state_;
+  std::atomic<std::uint64_t> version_{0};
+};
+
+/// One thread's view of a StateHolder: the snapshot is copied (under the holder's lock) only when a
+/// reload has changed it, so a request costs one atomic load instead of a lock. Not thread-safe:
+/// one per worker.
+class StateCache {
+ public:
+  explicit StateCache(const StateHolder& holder) : holder_(holder) {}
+  const StatePtr& current() {
+    const std::uint64_t v = holder_.version();
+    if (!state_ || v != version_) {
+      // Version first, then the pointer: a reload between the two is seen again next time.
+      version_ = v;
+      state_ = holder_.get();
+    }
+    return state_;
+  }
+
+ private:
+  const StateHolder& holder_;
+  std::uint64_t version_ = 0;
   StatePtr state_;
 };
 

@@ -21,21 +21,16 @@ UpstreamPool::~UpstreamPool() {
   close_idle();
 }
 
-std::string UpstreamPool::key_of(const RuntimeState& state) {
-  return (state.config.upstream.https ? "https://" : "http://") + state.config.upstream.host + ":" +
-         std::to_string(state.config.upstream.port);
-}
-
 std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& state, bool fresh) {
-  const std::string key = key_of(state);
+  const std::string& key = state.upstream_key;
   while (!fresh && !idle_.empty()) {
-    std::unique_ptr<Idle> idle = std::move(idle_.back());
+    std::unique_ptr<UpstreamConnection> conn = std::move(idle_.back());
     idle_.pop_back();
     metrics_.add_upstream_idle(-1);
-    if (idle->conn->key != key) continue;  // a reload moved the upstream: drop the old connection
-    std::unique_ptr<UpstreamConnection> conn = std::move(idle->conn);
+    if (conn->key != key) continue;  // a reload moved the upstream: drop the old connection
     // Reading stays enabled (no epoll_ctl); the caller installs its callbacks before the loop runs.
     bufferevent_setcb(conn->bev.get(), nullptr, nullptr, nullptr, nullptr);
+    conn->pool = nullptr;
     conn->reused = true;
     return conn;
   }
@@ -64,6 +59,7 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& st
     if (conn->bev) bufferevent_openssl_set_allow_dirty_shutdown(conn->bev.get(), 1);
   } else {
     conn->bev.reset(bufferevent_socket_new(base_, fd, BEV_OPT_CLOSE_ON_FREE));
+    conn->plain = true;
   }
   if (!conn->bev) return nullptr;
   bufferevent_set_max_single_read(conn->bev.get(), 64 * 1024);
@@ -78,23 +74,23 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& st
 
 void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, const RuntimeState& state) {
   if (!conn || !conn->bev) return;
-  if (conn->key != key_of(state) ||
+  if (conn->key != state.upstream_key ||
       idle_.size() >= static_cast<std::size_t>(state.config.upstream.max_idle_connections) ||
       evbuffer_get_length(bufferevent_get_input(conn->bev.get())) != 0 ||
       evbuffer_get_length(bufferevent_get_output(conn->bev.get())) != 0)
     return;  // closed by the unique_ptr
-  auto idle = std::make_unique<Idle>(Idle{this, std::move(conn)});
-  bufferevent* bev = idle->conn->bev.get();
+  conn->pool = this;
+  bufferevent* bev = conn->bev.get();
   bufferevent_setcb(bev, &UpstreamPool::on_idle_read, nullptr, &UpstreamPool::on_idle_event,
-                    idle.get());
+                    conn.get());
   const timeval idle_timeout{kIdleUpstreamSeconds, 0};
   bufferevent_set_timeouts(bev, &idle_timeout, nullptr);
   bufferevent_enable(bev, EV_READ);
-  idle_.push_back(std::move(idle));
+  idle_.push_back(std::move(conn));
   metrics_.add_upstream_idle(1);
 }
 
-void UpstreamPool::drop(Idle* idle) {
+void UpstreamPool::drop(UpstreamConnection* idle) {
   for (auto it = idle_.begin(); it != idle_.end(); ++it) {
     if (it->get() == idle) {
       idle_.erase(it);
@@ -106,12 +102,12 @@ void UpstreamPool::drop(Idle* idle) {
 
 void UpstreamPool::on_idle_read(bufferevent*, void* arg) {
   // An idle connection has no request outstanding: any byte is a protocol error. Close it.
-  auto* idle = static_cast<Idle*>(arg);
+  auto* idle = static_cast<UpstreamConnection*>(arg);
   idle->pool->drop(idle);
 }
 
 void UpstreamPool::on_idle_event(bufferevent*, short, void* arg) {
-  auto* idle = static_cast<Idle*>(arg);
+  auto* idle = static_cast<UpstreamConnection*>(arg);
   idle->pool->drop(idle);
 }
 

@@ -4,9 +4,9 @@
 #pragma once
 
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "proxy/event_ptr.h"
 #include "proxy/observability/metrics.h"
@@ -14,12 +14,18 @@
 
 namespace fmp::proxy::server {
 
+class UpstreamPool;
+
 /// One connection to the upstream, owned by the request using it or by the pool while idle.
 struct UpstreamConnection {
   ev::BufferEventPtr bev;
   std::string key;      ///< which upstream (scheme, address) it belongs to
   bool reused = false;  ///< came from the idle pool (so a failure before any byte may be retried)
   bool connected = false;
+  /// Plain TCP (not TLS): the connection may write to its socket directly (Connection's
+  /// write-through) once connected.
+  bool plain = false;
+  UpstreamPool* pool = nullptr;  ///< while idle: the pool holding it (callback argument)
 };
 
 class UpstreamPool {
@@ -43,18 +49,14 @@ class UpstreamPool {
   std::size_t idle_count() const { return idle_.size(); }
 
  private:
-  struct Idle {
-    UpstreamPool* pool;
-    std::unique_ptr<UpstreamConnection> conn;
-  };
   static void on_idle_read(bufferevent* bev, void* arg);
   static void on_idle_event(bufferevent* bev, short events, void* arg);
-  void drop(Idle* idle);
-  static std::string key_of(const RuntimeState& state);
+  void drop(UpstreamConnection* idle);
 
   event_base* base_;
   observability::Metrics& metrics_;
-  std::list<std::unique_ptr<Idle>> idle_;
+  /// Most recently parked last (reused first: its socket is the least likely to be stale).
+  std::vector<std::unique_ptr<UpstreamConnection>> idle_;
 };
 
 }  // namespace fmp::proxy::server

@@ -90,7 +90,7 @@ void Worker::on_accept(evutil_socket_t fd, sockaddr* addr) {
   const int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   evutil_make_socket_nonblocking(fd);
-  auto conn = std::make_unique<Connection>(*this, fd, addr, services_.states.get());
+  auto conn = std::make_unique<Connection>(*this, fd, addr, state());
   Connection* raw = conn.get();
   connections_.emplace(raw, std::move(conn));
   if (!raw->start()) destroy(raw);

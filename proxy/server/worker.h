@@ -47,6 +47,8 @@ class Worker {
   event_base* base() const { return base_.get(); }
   const Services& services() const { return services_; }
   UpstreamPool& pool() { return *pool_; }
+  /// The current snapshot (re-read from the StateHolder only after a reload).
+  const StatePtr& state() { return state_cache_.current(); }
   bool draining() const { return draining_; }
   std::uint64_t next_connection_id() { return (static_cast<std::uint64_t>(index_) << 48) | ++seq_; }
   /// Deletes a closed connection (called when none of its callbacks is on the stack).
@@ -61,6 +63,7 @@ class Worker {
   void begin_drain();
 
   Services services_;
+  StateCache state_cache_{services_.states};
   int index_;
   ev::EventBasePtr base_;
   ev::EvConnListenerPtr listener_;
