@@ -7,6 +7,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <sys/uio.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
@@ -681,12 +683,55 @@ void Connection::upstream_failed(UpstreamError kind) {
 
 void Connection::on_up_read() {
   if (!up_ || dead_) return;
+  const bool read_failed = !top_up_upstream_input();
   relay_response();
   if (dead_) return;
+  if (read_failed && up_) {
+    upstream_failed(UpstreamError::kReset);  // what arrived before the error was relayed first
+    return;
+  }
   flush_down();
   if (up_ && up_phase_ == Up::kBody &&
       evbuffer_get_length(bufferevent_get_output(down_.get())) > kHighWatermark)
     bufferevent_disable(up_->bev.get(), EV_READ);  // resumed by on_down_write
+}
+
+// libevent 2.1 reads at most 4,096 bytes per readable event (EVBUFFER_MAX_READ), whatever the
+// bufferevent's max single read: a large response would cross in 4 KiB reads and 4 KiB TLS
+// records, one event-loop round each. When a read hit that cap, the rest of what the socket holds
+// (up to kMaxSingleIo) is read here at once. False on a socket error (EOF is left for libevent to
+// report: the socket stays readable).
+bool Connection::top_up_upstream_input() {
+  if (!up_->plain || (up_phase_ != Up::kHead && up_phase_ != Up::kBody)) return true;
+  evbuffer* in = bufferevent_get_input(up_->bev.get());
+  if (evbuffer_get_length(in) < 4096) return true;
+  if (evbuffer_get_length(bufferevent_get_output(down_.get())) > kHighWatermark) return true;
+  evbuffer_iovec space[2];
+  // The end of a bufferevent's input is frozen against its user; thawed for this one read, as
+  // libevent's own read callback does.
+  evbuffer_unfreeze(in, 0);
+  const int n = evbuffer_reserve_space(in, kMaxSingleIo, space, 2);
+  bool ok = true;
+  if (n > 0) {
+    iovec iov[2];
+    for (int i = 0; i < n; ++i) iov[i] = iovec{space[i].iov_base, space[i].iov_len};
+    ssize_t got = 0;
+    do {
+      got = readv(bufferevent_getfd(up_->bev.get()), iov, n);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+      ok = errno == EAGAIN || errno == EWOULDBLOCK;
+      got = 0;
+    }
+    auto left = static_cast<std::size_t>(got);
+    for (int i = 0; i < n; ++i) {
+      space[i].iov_len = std::min(space[i].iov_len, left);
+      left -= space[i].iov_len;
+    }
+    evbuffer_commit_space(in, space, n);
+  }
+  evbuffer_freeze(in, 0);
+  return ok;
 }
 
 void Connection::relay_response() {

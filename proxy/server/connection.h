@@ -81,6 +81,7 @@ class Connection : private http::MessageParser::BodySink {
   void send_down(const char* data, std::size_t len);
   void relay_response();
   void kick_tls_reader();
+  bool top_up_upstream_input();
   void upstream_failed(observability::UpstreamError kind);
   void finish_response();
   void wait_for_response();
