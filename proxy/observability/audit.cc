@@ -3,28 +3,44 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string_view>
 
+#include "proxy/observability/json_writer.h"
 #include "proxy/observability/metrics.h"
 
 namespace fmp::proxy::observability {
 namespace {
 
-using ordered_json = nlohmann::ordered_json;
-
 constexpr mode_t kAuditFileMode =
     0640;  // audit records name people and systems: not world-readable
 
-// Certificate fields may hold bytes that are not UTF-8: replace them instead of throwing.
-std::string dump(const ordered_json& j) {
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
+// Decimal text of a number in a stack buffer, for FHIR's string-valued details.
+class NumberText {
+ public:
+  template <typename Int>
+  std::string_view integer(Int v) {
+    const auto r = std::to_chars(buf_, buf_ + sizeof buf_, v);
+    return {buf_, static_cast<std::size_t>(r.ptr - buf_)};
+  }
+  /// printf's "%.3f", cut to 31 characters like the snprintf into char[32] it replaces.
+  std::string_view fixed3(double v) {
+    constexpr std::size_t kLimit = 31;
+    const auto r = std::to_chars(buf_, buf_ + kLimit, v, std::chars_format::fixed, 3);
+    if (r.ec == std::errc()) return {buf_, static_cast<std::size_t>(r.ptr - buf_)};
+    const int n = std::snprintf(buf_, kLimit + 1, "%.3f", v);  // too long: printf truncates
+    return {buf_, n < 0 ? 0 : std::min(static_cast<std::size_t>(n), kLimit)};
+  }
+
+ private:
+  char buf_[32];
+};
 
 std::string_view without_query(std::string_view path) {
   return path.substr(0, path.find('?'));
@@ -74,125 +90,182 @@ const char* outcome_code(const AuditEvent& e) {
 
 }  // namespace
 
-std::string format_rfc3339_ms(std::chrono::system_clock::time_point t) {
+std::string_view Rfc3339MsFormatter::format(std::chrono::system_clock::time_point t) {
   using std::chrono::duration_cast;
   using std::chrono::milliseconds;
-  const auto ms = duration_cast<milliseconds>(t.time_since_epoch()).count();
-  auto secs = ms / 1000;
-  auto frac = ms % 1000;
+  const std::int64_t ms = duration_cast<milliseconds>(t.time_since_epoch()).count();
+  std::int64_t secs = ms / 1000;
+  std::int64_t frac = ms % 1000;
   if (frac < 0) {  // before 1970: floor, not truncate
     frac += 1000;
     secs -= 1;
   }
-  const auto tt = static_cast<std::time_t>(secs);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(frac));
-  return buf;
+  if (prefix_length_ == 0 || secs != second_) {
+    const auto tt = static_cast<std::time_t>(secs);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    const int n =
+        std::snprintf(buf_, kMaxLength, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    // At most 26 characters (an 11-character year); the clamp only guards the arithmetic below.
+    prefix_length_ = n <= 0 ? 0 : std::min(static_cast<std::size_t>(n), kMaxLength - 6);
+    second_ = secs;
+  }
+  char* p = buf_ + prefix_length_;
+  p[0] = '.';
+  p[1] = static_cast<char>('0' + frac / 100);
+  p[2] = static_cast<char>('0' + frac / 10 % 10);
+  p[3] = static_cast<char>('0' + frac % 10);
+  p[4] = 'Z';
+  return {buf_, prefix_length_ + 5};
+}
+
+std::string format_rfc3339_ms(std::chrono::system_clock::time_point t) {
+  Rfc3339MsFormatter formatter;
+  return std::string(formatter.format(t));
+}
+
+void append_json_line(std::string& out, const AuditEvent& e, Rfc3339MsFormatter& time) {
+  JsonWriter w(out);
+  w.begin_object();
+  w.field("time", time.format(e.time));
+  w.field("connection_id", e.connection_id);
+  w.field("request_id", e.request_id);
+  w.field("client", e.client_address);
+  w.field("subject", e.subject);
+  w.key("san_uri").string_array(e.san_uri);
+  w.field("fingerprint", e.fingerprint);
+  w.field("trust", e.trust);
+  w.key("hipaa").string_array(e.hipaa);
+  w.field("method", e.method);
+  w.field("path", without_query(e.path));
+  w.field("fhir_resource", e.fhir_resource);
+  w.field("fhir_interaction", e.fhir_interaction);
+  w.field("fhir_operation", e.fhir_operation);
+  w.field("decision", e.decision);
+  w.field("rule", e.rule);
+  w.field("mode", e.mode);
+  w.field("reason", e.reason);
+  w.field("status", e.status);
+  w.field("bytes_in", e.bytes_in);
+  w.field("bytes_out", e.bytes_out);
+  w.field("duration_ms", e.duration_ms);
+  w.end_object();
+}
+
+void append_json_line(std::string& out, const AuditEvent& e) {
+  Rfc3339MsFormatter time;
+  append_json_line(out, e, time);
 }
 
 std::string to_json_line(const AuditEvent& e) {
-  ordered_json j;
-  j["time"] = format_rfc3339_ms(e.time);
-  j["connection_id"] = e.connection_id;
-  j["request_id"] = e.request_id;
-  j["client"] = e.client_address;
-  j["subject"] = e.subject;
-  j["san_uri"] = e.san_uri;
-  j["fingerprint"] = e.fingerprint;
-  j["trust"] = e.trust;
-  j["hipaa"] = e.hipaa;
-  j["method"] = e.method;
-  j["path"] = without_query(e.path);
-  j["fhir_resource"] = e.fhir_resource;
-  j["fhir_interaction"] = e.fhir_interaction;
-  j["fhir_operation"] = e.fhir_operation;
-  j["decision"] = e.decision;
-  j["rule"] = e.rule;
-  j["mode"] = e.mode;
-  j["reason"] = e.reason;
-  j["status"] = e.status;
-  j["bytes_in"] = e.bytes_in;
-  j["bytes_out"] = e.bytes_out;
-  j["duration_ms"] = e.duration_ms;
-  return dump(j);
+  std::string out;
+  out.reserve(512);
+  append_json_line(out, e);
+  return out;
 }
 
-std::string to_fhir_audit_event(const AuditEvent& e) {
-  ordered_json j;
-  j["resourceType"] = "AuditEvent";
-  j["type"] = {{"system", "http://terminology.hl7.org/CodeSystem/audit-event-type"},
-               {"code", "rest"},
-               {"display", "RESTful Operation"}};
+void append_fhir_audit_event(std::string& out, const AuditEvent& e, Rfc3339MsFormatter& time) {
+  JsonWriter w(out);
+  w.begin_object();
+  w.field("resourceType", "AuditEvent");
+  w.key("type").begin_object();
+  w.field("system", "http://terminology.hl7.org/CodeSystem/audit-event-type");
+  w.field("code", "rest");
+  w.field("display", "RESTful Operation");
+  w.end_object();
   if (is_restful_interaction(e.fhir_interaction)) {
-    j["subtype"] = ordered_json::array(
-        {{{"system", "http://hl7.org/fhir/restful-interaction"}, {"code", e.fhir_interaction}}});
+    w.key("subtype").begin_array().begin_object();
+    w.field("system", "http://hl7.org/fhir/restful-interaction");
+    w.field("code", e.fhir_interaction);
+    w.end_object().end_array();
   }
-  j["action"] = action_code(e.fhir_interaction, e.method);
-  j["recorded"] = format_rfc3339_ms(e.time);
-  j["outcome"] = outcome_code(e);
-  std::string desc = e.decision + " (rule " + e.rule + ", " + e.mode + ")";
-  if (!e.reason.empty()) desc += ": " + e.reason;
-  j["outcomeDesc"] = desc;
+  w.field("action", action_code(e.fhir_interaction, e.method));
+  w.field("recorded", time.format(e.time));
+  w.field("outcome", outcome_code(e));
+  // "allow (rule read-clinical, enforce): reason"; the parts meet at ASCII separators, so escaping
+  // them one by one gives the bytes of escaping the whole description.
+  w.key("outcomeDesc");
+  if (e.reason.empty()) {
+    w.value_concat({e.decision, " (rule ", e.rule, ", ", e.mode, ")"});
+  } else {
+    w.value_concat({e.decision, " (rule ", e.rule, ", ", e.mode, "): ", e.reason});
+  }
 
-  ordered_json agent;
-  agent["requestor"] = true;
-  ordered_json who;
+  w.key("agent").begin_array().begin_object();
+  w.field("requestor", true);
+  w.key("who").begin_object();
   if (!e.fingerprint.empty()) {
-    who["identifier"] = {{"type", {{"text", "X.509 certificate SHA-256 fingerprint"}}},
-                         {"value", e.fingerprint}};
+    w.key("identifier").begin_object();
+    w.key("type")
+        .begin_object()
+        .field("text", "X.509 certificate SHA-256 fingerprint")
+        .end_object();
+    w.field("value", e.fingerprint);
+    w.end_object();
   }
-  who["display"] = e.subject.empty() ? "anonymous" : e.subject;
-  agent["who"] = who;
+  w.field("display", e.subject.empty() ? std::string_view("anonymous") : e.subject);
+  w.end_object();
   if (!e.hipaa.empty()) {
-    ordered_json roles = ordered_json::array();
-    for (const auto& h : e.hipaa) roles.push_back({{"text", h}});
-    agent["role"] = roles;
+    w.key("role").begin_array();
+    for (const auto& h : e.hipaa) w.begin_object().field("text", h).end_object();
+    w.end_array();
   }
   if (!e.client_address.empty()) {
-    agent["network"] = {{"address", e.client_address}, {"type", "2"}};  // 2 = IP address
+    w.key("network").begin_object();
+    w.field("address", e.client_address);
+    w.field("type", "2");  // 2 = IP address
+    w.end_object();
   }
-  j["agent"] = ordered_json::array({agent});
+  w.end_object().end_array();
 
-  j["source"] = {
-      {"observer", {{"display", "fhir-mtls-proxy"}}},
-      {"type", ordered_json::array(
-                   {{{"system", "http://terminology.hl7.org/CodeSystem/security-source-type"},
-                     {"code", "4"},
-                     {"display", "Application Server"}}})}};
+  w.key("source").begin_object();
+  w.key("observer").begin_object().field("display", "fhir-mtls-proxy").end_object();
+  w.key("type").begin_array().begin_object();
+  w.field("system", "http://terminology.hl7.org/CodeSystem/security-source-type");
+  w.field("code", "4");
+  w.field("display", "Application Server");
+  w.end_object().end_array();
+  w.end_object();
 
-  ordered_json details = ordered_json::array();
-  auto detail = [&details](const char* type, const std::string& value) {
-    if (!value.empty()) details.push_back({{"type", type}, {"valueString", value}});
+  w.key("entity").begin_array().begin_object();
+  w.key("what").begin_object().field("display", without_query(e.path)).end_object();
+  w.key("type").begin_object();
+  w.field("system", "http://terminology.hl7.org/CodeSystem/audit-entity-type");
+  w.field("code", "2");
+  w.field("display", "System Object");
+  w.end_object();
+  w.key("detail").begin_array();
+  auto detail = [&w](std::string_view type, std::string_view value) {
+    if (!value.empty())
+      w.begin_object().field("type", type).field("valueString", value).end_object();
   };
+  NumberText number;
   detail("method", e.method);
   detail("fhir-resource", e.fhir_resource);
   detail("fhir-operation", e.fhir_operation);
   detail("decision", e.decision);
   detail("rule", e.rule);
   detail("mode", e.mode);
-  detail("status", std::to_string(e.status));
+  detail("status", number.integer(e.status));
   detail("trust", e.trust);
   for (const auto& uri : e.san_uri) detail("san-uri", uri);
-  detail("connection-id", std::to_string(e.connection_id));
-  detail("request-id", std::to_string(e.request_id));
-  detail("bytes-in", std::to_string(e.bytes_in));
-  detail("bytes-out", std::to_string(e.bytes_out));
-  char duration[32];
-  std::snprintf(duration, sizeof duration, "%.3f", e.duration_ms);
-  detail("duration-ms", duration);
+  detail("connection-id", number.integer(e.connection_id));
+  detail("request-id", number.integer(e.request_id));
+  detail("bytes-in", number.integer(e.bytes_in));
+  detail("bytes-out", number.integer(e.bytes_out));
+  detail("duration-ms", number.fixed3(e.duration_ms));
+  w.end_array();
+  w.end_object().end_array();
+  w.end_object();
+}
 
-  ordered_json entity;
-  entity["what"] = {{"display", std::string(without_query(e.path))}};
-  entity["type"] = {{"system", "http://terminology.hl7.org/CodeSystem/audit-entity-type"},
-                    {"code", "2"},
-                    {"display", "System Object"}};
-  entity["detail"] = details;
-  j["entity"] = ordered_json::array({entity});
-  return dump(j);
+std::string to_fhir_audit_event(const AuditEvent& e) {
+  std::string out;
+  out.reserve(1536);
+  Rfc3339MsFormatter time;
+  append_fhir_audit_event(out, e, time);
+  return out;
 }
 
 bool parse_audit_format(const std::string& s, AuditFormat& out) {
@@ -299,7 +372,8 @@ constexpr std::chrono::milliseconds kBatchDelay{20};
 
 void AuditLog::run() {
   std::deque<AuditEvent> batch;
-  std::string out;
+  std::string out;          // reused: the lines of one batch
+  Rfc3339MsFormatter time;  // events of a batch mostly share their second
   std::unique_lock lock(mutex_);
   for (;;) {
     wake_.wait(lock,
@@ -322,10 +396,16 @@ void AuditLog::run() {
     out.clear();
     std::uint64_t unformatted = 0;
     for (const auto& e : batch) {
+      const std::size_t line_start = out.size();
       try {
-        out += format_ == AuditFormat::kFhir ? to_fhir_audit_event(e) : to_json_line(e);
+        if (format_ == AuditFormat::kFhir) {
+          append_fhir_audit_event(out, e, time);
+        } else {
+          append_json_line(out, e, time);
+        }
         out += '\n';
-      } catch (const std::exception&) {  // allocation failure: count the event as lost
+      } catch (const std::exception&) {  // allocation failure: drop the partial line, count it lost
+        out.resize(line_start);
         ++unformatted;
       }
     }

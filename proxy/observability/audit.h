@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -44,19 +45,44 @@ struct AuditEvent {
   std::string client_address;  ///< "ip:port" of the downstream peer
 };
 
-/// RFC 3339 UTC with milliseconds: "2026-11-23T14:37:17.123Z".
+/// RFC 3339 UTC with milliseconds: "2026-11-23T14:37:17.123Z". Times before 1970 are floored to
+/// the millisecond ("1969-12-31T23:59:59.999Z" for -1 ms).
 std::string format_rfc3339_ms(std::chrono::system_clock::time_point t);
 
-/// One JSON object, no newline. Fields: time, connection_id, request_id, client, subject, san_uri,
-/// fingerprint, trust, hipaa, method, path, fhir_resource, fhir_interaction, fhir_operation,
-/// decision, rule, mode, reason, status, bytes_in, bytes_out, duration_ms. Every field is always
-/// present.
+/// format_rfc3339_ms for a stream of increasing times: keeps the "YYYY-MM-DDTHH:MM:SS" prefix of
+/// the last whole second, so only an event in a new second pays for the calendar conversion. Same
+/// output as format_rfc3339_ms for every input. Not thread-safe: one per writer.
+class Rfc3339MsFormatter {
+ public:
+  /// The formatted time; valid until the next call on this formatter.
+  std::string_view format(std::chrono::system_clock::time_point t);
+
+ private:
+  static constexpr std::size_t kMaxLength = 64;
+  char buf_[kMaxLength] = {};
+  std::size_t prefix_length_ = 0;  ///< 0: nothing cached yet
+  std::int64_t second_ = 0;        ///< the whole second (since the epoch) of the cached prefix
+};
+
+/// Appends the event as one JSON object, no newline. Fields, in this order: time, connection_id,
+/// request_id, client, subject, san_uri, fingerprint, trust, hipaa, method, path, fhir_resource,
+/// fhir_interaction, fhir_operation, decision, rule, mode, reason, status, bytes_in, bytes_out,
+/// duration_ms. Every field is always present; strings with invalid UTF-8 get U+FFFD instead;
+/// duration_ms is a finite JSON number (0.0 for NaN/infinity).
+void append_json_line(std::string& out, const AuditEvent& e);
+/// The same, with the caller's time formatter (the writer thread keeps one).
+void append_json_line(std::string& out, const AuditEvent& e, Rfc3339MsFormatter& time);
+
+/// append_json_line into a new string.
 std::string to_json_line(const AuditEvent& e);
 
-/// The same event as a FHIR R4 AuditEvent resource (compact JSON, no newline): type rest, subtype
-/// the restful interaction, action C/R/U/D/E, outcome 0 (allowed and < 400), 4 (denied or 4xx), 8
-/// (5xx); the client as the requesting agent, the proxy as the source observer, the path as the
-/// entity.
+/// Appends the same event as a FHIR R4 AuditEvent resource (compact JSON, no newline): type rest,
+/// subtype the restful interaction, action C/R/U/D/E, outcome 0 (allowed and < 400), 4 (denied or
+/// 4xx), 8 (5xx); the client as the requesting agent, the proxy as the source observer, the path as
+/// the entity.
+void append_fhir_audit_event(std::string& out, const AuditEvent& e, Rfc3339MsFormatter& time);
+
+/// append_fhir_audit_event into a new string.
 std::string to_fhir_audit_event(const AuditEvent& e);
 
 enum class AuditFormat { kJson, kFhir };

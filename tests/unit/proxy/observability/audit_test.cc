@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -359,4 +360,197 @@ TEST_CASE("AuditLog: a full queue drops, counts, and never blocks the caller") {
   std::size_t lines = 0;
   for (char c : received) lines += c == '\n' ? 1 : 0;
   CHECK(lines == static_cast<std::size_t>(accepted));
+}
+
+namespace {
+
+// An anonymous, denied request before 1970 with quotes, control characters and UTF-8 in it.
+obs::AuditEvent odd_event() {
+  obs::AuditEvent c;
+  c.time = std::chrono::system_clock::time_point(std::chrono::milliseconds(-1));
+  c.connection_id = 18446744073709551615ULL;
+  c.request_id = 1;
+  c.method = "POST";
+  c.path = "/fhir/$export?_type=Patient";
+  c.fhir_interaction = "operation";
+  c.fhir_operation = "$export";
+  c.decision = "deny";
+  c.rule = "default";
+  c.mode = "enforce";
+  c.reason = "no rule matched: \"quoted\"\t\x01\\";
+  c.status = 401;
+  c.bytes_in = 17;
+  c.duration_ms = 0.0;
+  c.client_address = "[::1]:4433";
+  c.hipaa = {"caf\xC3\xA9", "\xE2\x82\xAC\xF0\x9F\x98\x80"};
+  return c;
+}
+
+// The lines the nlohmann-based serialisers wrote for these events (before the JSON writer).
+const std::string kSampleJson =
+    R"j({"time":"2026-11-23T14:37:17.123Z","connection_id":7,"request_id":42,)j"
+    R"j("client":"127.0.0.1:50000","subject":"CN=ehr-client,O=Example Hospital,C=US",)j"
+    R"j("san_uri":["https://apps.example.org/ehr","urn:oid:1.2.3"],"fingerprint":"ab12cd",)j"
+    R"j("trust":"directtrust","hipaa":["covered-entity"],"method":"GET",)j"
+    R"j("path":"/fhir/Patient/123","fhir_resource":"Patient","fhir_interaction":"read",)j"
+    R"j("fhir_operation":"","decision":"allow","rule":"read-clinical","mode":"enforce",)j"
+    R"j("reason":"","status":200,"bytes_in":0,"bytes_out":512,"duration_ms":12.5})j";
+
+const std::string kOddJson =
+    R"j({"time":"1969-12-31T23:59:59.999Z","connection_id":18446744073709551615,)j"
+    R"j("request_id":1,"client":"[::1]:4433","subject":"","san_uri":[],"fingerprint":"",)j"
+    "\"trust\":\"\",\"hipaa\":[\"caf\xC3\xA9\",\"\xE2\x82\xAC\xF0\x9F\x98\x80\"],"
+    R"j("method":"POST","path":"/fhir/$export","fhir_resource":"",)j"
+    R"j("fhir_interaction":"operation","fhir_operation":"$export","decision":"deny",)j"
+    R"j("rule":"default","mode":"enforce","reason":"no rule matched: \"quoted\"\t\u0001\\",)j"
+    R"j("status":401,"bytes_in":17,"bytes_out":0,"duration_ms":0.0})j";
+
+const std::string kSampleFhir =
+    R"j({"resourceType":"AuditEvent","type":{"system":)j"
+    R"j("http://terminology.hl7.org/CodeSystem/audit-event-type","code":"rest",)j"
+    R"j("display":"RESTful Operation"},"subtype":[{"system":)j"
+    R"j("http://hl7.org/fhir/restful-interaction","code":"read"}],"action":"R",)j"
+    R"j("recorded":"2026-11-23T14:37:17.123Z","outcome":"0",)j"
+    R"j("outcomeDesc":"allow (rule read-clinical, enforce)","agent":[{"requestor":true,)j"
+    R"j("who":{"identifier":{"type":{"text":"X.509 certificate SHA-256 fingerprint"},)j"
+    R"j("value":"ab12cd"},"display":"CN=ehr-client,O=Example Hospital,C=US"},)j"
+    R"j("role":[{"text":"covered-entity"}],"network":{"address":"127.0.0.1:50000",)j"
+    R"j("type":"2"}}],"source":{"observer":{"display":"fhir-mtls-proxy"},"type":[{"system":)j"
+    R"j("http://terminology.hl7.org/CodeSystem/security-source-type","code":"4",)j"
+    R"j("display":"Application Server"}]},"entity":[{"what":{"display":"/fhir/Patient/123"},)j"
+    R"j("type":{"system":"http://terminology.hl7.org/CodeSystem/audit-entity-type",)j"
+    R"j("code":"2","display":"System Object"},"detail":[)j"
+    R"j({"type":"method","valueString":"GET"},{"type":"fhir-resource","valueString":"Patient"},)j"
+    R"j({"type":"decision","valueString":"allow"},)j"
+    R"j({"type":"rule","valueString":"read-clinical"},{"type":"mode","valueString":"enforce"},)j"
+    R"j({"type":"status","valueString":"200"},{"type":"trust","valueString":"directtrust"},)j"
+    R"j({"type":"san-uri","valueString":"https://apps.example.org/ehr"},)j"
+    R"j({"type":"san-uri","valueString":"urn:oid:1.2.3"},)j"
+    R"j({"type":"connection-id","valueString":"7"},{"type":"request-id","valueString":"42"},)j"
+    R"j({"type":"bytes-in","valueString":"0"},{"type":"bytes-out","valueString":"512"},)j"
+    R"j({"type":"duration-ms","valueString":"12.500"}]}]})j";
+
+const std::string kOddFhir =
+    R"j({"resourceType":"AuditEvent","type":{"system":)j"
+    R"j("http://terminology.hl7.org/CodeSystem/audit-event-type","code":"rest",)j"
+    R"j("display":"RESTful Operation"},"subtype":[{"system":)j"
+    R"j("http://hl7.org/fhir/restful-interaction","code":"operation"}],"action":"E",)j"
+    R"j("recorded":"1969-12-31T23:59:59.999Z","outcome":"4",)j"
+    R"j("outcomeDesc":"deny (rule default, enforce): no rule matched: \"quoted\"\t\u0001\\",)j"
+    R"j("agent":[{"requestor":true,"who":{"display":"anonymous"},)j"
+    "\"role\":[{\"text\":\"caf\xC3\xA9\"},{\"text\":\"\xE2\x82\xAC\xF0\x9F\x98\x80\"}],"
+    R"j("network":{"address":"[::1]:4433","type":"2"}}],)j"
+    R"j("source":{"observer":{"display":"fhir-mtls-proxy"},"type":[{"system":)j"
+    R"j("http://terminology.hl7.org/CodeSystem/security-source-type","code":"4",)j"
+    R"j("display":"Application Server"}]},"entity":[{"what":{"display":"/fhir/$export"},)j"
+    R"j("type":{"system":"http://terminology.hl7.org/CodeSystem/audit-entity-type",)j"
+    R"j("code":"2","display":"System Object"},"detail":[)j"
+    R"j({"type":"method","valueString":"POST"},)j"
+    R"j({"type":"fhir-operation","valueString":"$export"},)j"
+    R"j({"type":"decision","valueString":"deny"},{"type":"rule","valueString":"default"},)j"
+    R"j({"type":"mode","valueString":"enforce"},{"type":"status","valueString":"401"},)j"
+    R"j({"type":"connection-id","valueString":"18446744073709551615"},)j"
+    R"j({"type":"request-id","valueString":"1"},{"type":"bytes-in","valueString":"17"},)j"
+    R"j({"type":"bytes-out","valueString":"0"},{"type":"duration-ms","valueString":"0.000"}]}]})j";
+
+}  // namespace
+
+TEST_CASE("to_json_line: the same line, byte for byte, as the nlohmann serialiser wrote") {
+  CHECK(obs::to_json_line(sample_event()) == kSampleJson);
+  CHECK(obs::to_json_line(odd_event()) == kOddJson);
+  CHECK(json::parse(obs::to_json_line(sample_event())) == json::parse(kSampleJson));
+  CHECK(json::parse(obs::to_json_line(odd_event())) == json::parse(kOddJson));
+
+  auto bad = sample_event();
+  bad.subject = std::string("CN=\xff\xfe bad");
+  bad.path = "/fhir/Patient?name=Smith";
+  std::string expected = kSampleJson;
+  const std::string subject = "CN=ehr-client,O=Example Hospital,C=US";
+  expected.replace(expected.find(subject), subject.size(), "CN=\xEF\xBF\xBD\xEF\xBF\xBD bad");
+  expected.replace(expected.find("/fhir/Patient/123"), 17, "/fhir/Patient");
+  CHECK(obs::to_json_line(bad) == expected);
+}
+
+TEST_CASE("to_json_line: duration_ms stays a finite float") {
+  auto e = sample_event();
+  e.duration_ms = 3.0;
+  CHECK(obs::to_json_line(e).find(R"("duration_ms":3.0})") != std::string::npos);
+  e.duration_ms = 1.234567891;  // steady_clock nanoseconds, in ms: not cut to 3 decimals
+  CHECK(json::parse(obs::to_json_line(e))["duration_ms"].get<double>() == 1.234567891);
+  e.duration_ms = std::numeric_limits<double>::quiet_NaN();
+  const json j = json::parse(obs::to_json_line(e));
+  CHECK(j["duration_ms"].is_number_float());
+  CHECK(j["duration_ms"] == 0.0);
+}
+
+TEST_CASE("append_json_line appends one line without a newline") {
+  std::string out = "earlier\n";
+  obs::append_json_line(out, sample_event());
+  CHECK(out == "earlier\n" + kSampleJson);
+  obs::Rfc3339MsFormatter time;
+  out.clear();
+  obs::append_json_line(out, odd_event(), time);
+  obs::append_json_line(out, sample_event(), time);
+  CHECK(out == kOddJson + kSampleJson);
+}
+
+TEST_CASE("to_fhir_audit_event: the same resource, byte for byte, as the nlohmann serialiser") {
+  CHECK(obs::to_fhir_audit_event(sample_event()) == kSampleFhir);
+  CHECK(obs::to_fhir_audit_event(odd_event()) == kOddFhir);
+  obs::Rfc3339MsFormatter time;
+  std::string out = "x";
+  obs::append_fhir_audit_event(out, sample_event(), time);
+  CHECK(out == "x" + kSampleFhir);
+
+  auto e = sample_event();
+  e.duration_ms = 0.0625;  // a tie at 3 decimals: printf's "%.3f" rounds to even
+  CHECK(obs::to_fhir_audit_event(e).find(R"("valueString":"0.062"})") != std::string::npos);
+  e.duration_ms = 1e300;  // longer than the 31 characters the detail ever held: cut the same
+  char full[400];
+  std::snprintf(full, sizeof full, "%.3f", e.duration_ms);
+  const std::string cut = std::string(full).substr(0, 31);
+  CHECK(obs::to_fhir_audit_event(e).find(R"("valueString":")" + cut + "\"}") != std::string::npos);
+}
+
+TEST_CASE("Rfc3339MsFormatter: a cached second never leaks into another second") {
+  using std::chrono::milliseconds;
+  using std::chrono::system_clock;
+  obs::Rfc3339MsFormatter f;
+  const std::pair<long long, const char*> steps[] = {
+      {1795444637123LL, "2026-11-23T14:37:17.123Z"},
+      {1795444637999LL, "2026-11-23T14:37:17.999Z"},
+      {1795444638000LL, "2026-11-23T14:37:18.000Z"},
+      {1795444637500LL, "2026-11-23T14:37:17.500Z"},  // backwards: the clock may step
+      {1795444637500LL + 86400000LL, "2026-11-24T14:37:17.500Z"},
+      {0, "1970-01-01T00:00:00.000Z"},
+      {-1, "1969-12-31T23:59:59.999Z"},
+      {-1000, "1969-12-31T23:59:59.000Z"},
+      {-1001, "1969-12-31T23:59:58.999Z"},
+      {999, "1970-01-01T00:00:00.999Z"},
+  };
+  for (const auto& [ms, text] : steps) {
+    CAPTURE(ms);
+    CHECK(f.format(system_clock::time_point(milliseconds(ms))) == text);
+    CHECK(obs::format_rfc3339_ms(system_clock::time_point(milliseconds(ms))) == text);
+  }
+}
+
+TEST_CASE("AuditLog: events sharing a second keep their own milliseconds") {
+  TempDir dir;
+  const std::string path = (dir.path / "audit.log").string();
+  {
+    auto log = obs::AuditLog::open(path, obs::AuditFormat::kJson);
+    for (int ms : {1, 999, 1000, 5}) {
+      auto e = sample_event();
+      e.time =
+          std::chrono::system_clock::time_point(std::chrono::milliseconds(1795444637000LL + ms));
+      REQUIRE(log->write(std::move(e)));
+    }
+  }
+  const auto lines = read_lines(path);
+  REQUIRE(lines.size() == 4);
+  CHECK(json::parse(lines[0])["time"] == "2026-11-23T14:37:17.001Z");
+  CHECK(json::parse(lines[1])["time"] == "2026-11-23T14:37:17.999Z");
+  CHECK(json::parse(lines[2])["time"] == "2026-11-23T14:37:18.000Z");
+  CHECK(json::parse(lines[3])["time"] == "2026-11-23T14:37:17.005Z");
 }

@@ -1,0 +1,139 @@
+// Append-only compact JSON output into a caller's reused std::string, for the audit log's writer
+// thread: no DOM, no per-field allocation once the buffer has grown. Output only: nothing here
+// parses JSON.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+
+namespace fmp::proxy::observability {
+
+/// Appends the JSON string escaping of `s`, without the surrounding quotes: `"` and `\` escaped,
+/// control characters below 0x20 as \b \f \n \r \t or \u00xx (lowercase hex), DEL and valid UTF-8
+/// copied as they are. Invalid UTF-8 (stray continuation bytes, C0/C1/F5..FF, overlongs,
+/// surrogates, code points above U+10FFFF, truncated sequences) never fails: each maximal
+/// ill-formed subpart becomes one U+FFFD (EF BF BD), exactly as nlohmann::json's
+/// error_handler_t::replace does, so the bytes written are those of the DOM-based dump. Runs of
+/// bytes that need no change are appended in one piece.
+void append_json_escaped(std::string& out, std::string_view s);
+
+/// `"` + append_json_escaped(s) + `"`.
+void append_json_string(std::string& out, std::string_view s);
+
+/// Decimal integers (std::to_chars).
+void append_json_uint(std::string& out, std::uint64_t v);
+void append_json_int(std::string& out, std::int64_t v);
+
+/// A JSON number that parses back to exactly `v` (shortest round-trip digits, std::to_chars),
+/// always with a fraction or an exponent so readers see a float ("12.5", "3.0", "1e-07"), like
+/// nlohmann::json prints doubles; digits may differ from nlohmann's in rare cases but never the
+/// value. NaN and infinities, which JSON cannot carry, are written as 0.0.
+void append_json_double(std::string& out, double v);
+
+/// Writes one compact JSON value (objects, arrays, scalars) into `out`, inserting the commas and
+/// colons. The caller keeps the nesting balanced: every begin_* has its end_*, and inside an
+/// object key() precedes each value. The writer only appends; `out` may already hold earlier
+/// lines.
+class JsonWriter {
+ public:
+  explicit JsonWriter(std::string& out) : out_(out) {}
+
+  JsonWriter& begin_object() {
+    separate();
+    out_ += '{';
+    first_ = true;
+    return *this;
+  }
+  JsonWriter& end_object() {
+    out_ += '}';
+    first_ = false;
+    return *this;
+  }
+  JsonWriter& begin_array() {
+    separate();
+    out_ += '[';
+    first_ = true;
+    return *this;
+  }
+  JsonWriter& end_array() {
+    out_ += ']';
+    first_ = false;
+    return *this;
+  }
+
+  /// An object member's name; the next call writes its value.
+  JsonWriter& key(std::string_view k) {
+    separate();
+    append_json_string(out_, k);
+    out_ += ':';
+    first_ = true;  // the value follows the colon without a comma
+    return *this;
+  }
+
+  JsonWriter& value(std::string_view s) {
+    separate();
+    append_json_string(out_, s);
+    return *this;
+  }
+  JsonWriter& value(const char* s) { return value(std::string_view(s)); }
+  JsonWriter& value(const std::string& s) { return value(std::string_view(s)); }
+  JsonWriter& value(std::uint64_t v) {
+    separate();
+    append_json_uint(out_, v);
+    return *this;
+  }
+  JsonWriter& value(std::int64_t v) {
+    separate();
+    append_json_int(out_, v);
+    return *this;
+  }
+  JsonWriter& value(int v) { return value(static_cast<std::int64_t>(v)); }
+  JsonWriter& value(double v) {
+    separate();
+    append_json_double(out_, v);
+    return *this;
+  }
+  JsonWriter& value(bool v) {
+    separate();
+    out_ += v ? "true" : "false";
+    return *this;
+  }
+
+  /// One JSON string whose content is the parts one after another. Each part is escaped on its
+  /// own, so an invalid UTF-8 tail of one part is not completed by the next part's first bytes:
+  /// identical to escaping the concatenation whenever parts meet at ASCII characters.
+  JsonWriter& value_concat(std::initializer_list<std::string_view> parts) {
+    separate();
+    out_ += '"';
+    for (std::string_view p : parts) append_json_escaped(out_, p);
+    out_ += '"';
+    return *this;
+  }
+
+  /// key(k) then value(v).
+  template <typename T>
+  JsonWriter& field(std::string_view k, const T& v) {
+    return key(k).value(v);
+  }
+
+  /// An array of strings.
+  template <typename Strings>
+  JsonWriter& string_array(const Strings& items) {
+    begin_array();
+    for (const auto& s : items) value(std::string_view(s));
+    return end_array();
+  }
+
+ private:
+  void separate() {
+    if (!first_) out_ += ',';
+    first_ = false;
+  }
+
+  std::string& out_;
+  bool first_ = true;  ///< nothing written yet at this level (or a key was just written)
+};
+
+}  // namespace fmp::proxy::observability
