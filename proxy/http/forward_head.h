@@ -34,12 +34,26 @@ struct ForwardAdditions {
 /// lists, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade, Transfer-Encoding, Content-Length,
 /// Expect) and every reserved header; plus the identity headers, the rule,
 /// X-Forwarded-For/-Proto/-Host and the new framing. Always HTTP/1.1.
+///
+/// Appended to `out` (nothing in it is cleared or changed), so a connection can build every head
+/// into one buffer it keeps: no allocation once that buffer is large enough (a Connection header
+/// listing more than 16 names is the exception).
+void append_forward_request_head(std::string& out, const MessageHead& req,
+                                 const ReservedHeaders& reserved, const ForwardAdditions& add,
+                                 const BodyFraming& framing);
+
+/// append_forward_request_head() into a new string.
 std::string forward_request_head(const MessageHead& req, const ReservedHeaders& reserved,
                                  const ForwardAdditions& add, const BodyFraming& framing);
 
 /// The response head sent to the client: status line and end-to-end headers as received; hop-by-hop
 /// headers removed except the framing (Transfer-Encoding/Content-Length pass as they are, since the
 /// body is relayed with its framing). `close` adds Connection: close.
+///
+/// Appended to `out`, as append_forward_request_head() does.
+void append_forward_response_head(std::string& out, const MessageHead& resp, bool close);
+
+/// append_forward_response_head() into a new string.
 std::string forward_response_head(const MessageHead& resp, bool close);
 
 }  // namespace fmp::proxy::http

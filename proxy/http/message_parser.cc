@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <utility>
 
 namespace fmp::proxy::http {
 namespace {
@@ -11,13 +12,69 @@ constexpr std::string_view kCrlfCrlf = "\r\n\r\n";
 /// Response body pieces up to this size are copied rather than moved between buffers.
 constexpr std::size_t kCopyBelow = 16 * 1024;
 
-bool is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != 0;
-}
+/// RFC 9110 5.6.2 tchar, as a table: header names are checked one lookup per byte.
+constexpr std::array<bool, 256> kTchar = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
 
 bool is_ctl(unsigned char c) {
   return c < 0x20 || c == 0x7f;
+}
+
+/// Index of the first control character (below 0x20, or DEL) in [p, p + n), a tab not counting
+/// when `tab_ok`; n when there is none. Scans eight bytes per step: a word is looked at byte by
+/// byte only when it holds a byte below 0x20 or a DEL (the usual tests for "a byte less than n" and
+/// "a zero byte", which never miss one and report nothing for a word without one).
+std::size_t find_ctl(const unsigned char* p, std::size_t n, bool tab_ok) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr std::uint64_t kHighBits = 0x8080808080808080ULL;
+  const auto bad = [tab_ok](unsigned char c) { return is_ctl(c) && !(tab_ok && c == '\t'); };
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, p + i, sizeof w);
+    const std::uint64_t below_space = (w - kOnes * 0x20) & ~w & kHighBits;
+    const std::uint64_t x = w ^ (kOnes * 0x7f);
+    const std::uint64_t del = (x - kOnes) & ~x & kHighBits;
+    if ((below_space | del) == 0) continue;
+    for (std::size_t k = i; k < i + 8; ++k)
+      if (bad(p[k])) return k;
+  }
+  for (; i < n; ++i)
+    if (bad(p[i])) return i;
+  return n;
+}
+
+/// What is wrong with a start line (no CR or LF in it), or nullptr.
+const char* start_line_error(const unsigned char* line, std::size_t len) {
+  return find_ctl(line, len, false) != len ? "control character in start line" : nullptr;
+}
+
+/// What is wrong with a header line (no CR in it; the empty line ending the head included), or
+/// nullptr. The messages are those of the first problem met reading the line left to right.
+const char* header_line_error(const unsigned char* line, std::size_t len) {
+  if (len == 0) return nullptr;
+  if (line[0] == ' ' || line[0] == '\t') return "obsolete line folding in header";
+  std::size_t k = 0;
+  while (k < len && kTchar[line[k]]) ++k;
+  if (k == len || line[k] != ':') {
+    // A byte that is neither a token character nor the colon: if a colon follows, it is inside
+    // the name.
+    if (std::memchr(line + k, ':', len - k) == nullptr)
+      return "header line without a field name and colon";
+    return line[k] == ' ' || line[k] == '\t' ? "whitespace before colon in header"
+                                             : "invalid character in header name";
+  }
+  if (k == 0) return "header line without a field name and colon";
+  const std::size_t value_len = len - k - 1;
+  if (find_ctl(line + k + 1, value_len, true) != value_len)
+    return "control character in header value";
+  return nullptr;
 }
 
 std::string_view trim(std::string_view s) {
@@ -93,7 +150,16 @@ MessageParser::MessageParser(Kind kind, std::size_t max_header_bytes, std::size_
 void MessageParser::reset(bool head_request) {
   http_parser_init(&parser_, kind_ == Kind::kRequest ? HTTP_REQUEST : HTTP_RESPONSE);
   parser_.data = this;
+  // Every field back to its default, but the header list and the method keep their storage.
+  std::vector<Header> headers = std::move(head_.headers);
+  headers.clear();
+  if (headers.capacity() > kRetainedHeaders) headers = std::vector<Header>();
+  std::string method = std::move(head_.method);
+  method.clear();
   head_ = MessageHead{};
+  head_.headers = std::move(headers);
+  head_.method = std::move(method);
+  if (head_buf_.capacity() > kRetainedHeadBytes) head_buf_ = std::string();
   in_value_ = false;
   headers_done_ = false;
   complete_ = false;
@@ -111,55 +177,35 @@ MessageParser::Status MessageParser::fail(ParseError e, std::string message) {
 }
 
 bool MessageParser::check_head_bytes(const unsigned char* p, std::size_t len) {
-  std::size_t line_start = 0;
+  // Line by line (memchr finds each CR); the error reported is the first one met reading the head
+  // byte by byte: within a line, a bare LF before the line's CR, then a bare CR, then the content.
+  std::size_t pos = 0;
   bool first_line = true;
-  for (std::size_t i = 0; i < len; ++i) {
-    const unsigned char c = p[i];
-    if (c == '\n' && (i == 0 || p[i - 1] != '\r')) {
+  while (pos < len) {
+    const auto* cr = static_cast<const unsigned char*>(std::memchr(p + pos, '\r', len - pos));
+    const std::size_t end = cr != nullptr ? static_cast<std::size_t>(cr - p) : len;
+    const unsigned char* line = p + pos;
+    const std::size_t line_len = end - pos;
+    // An LF inside a line is a control character and never a token character, so it always makes
+    // the content check fail: only then is the line searched for one.
+    const char* content_error =
+        first_line ? start_line_error(line, line_len) : header_line_error(line, line_len);
+    if ((content_error != nullptr || cr == nullptr) &&
+        std::memchr(line, '\n', line_len) != nullptr) {
       fail(ParseError::kMalformed, "bare LF in message head");
       return false;
     }
-    if (c == '\r' && (i + 1 >= len || p[i + 1] != '\n')) {
+    if (cr == nullptr) return true;  // not reached: a head ends with CRLFCRLF
+    if (end + 1 >= len || p[end + 1] != '\n') {
       fail(ParseError::kMalformed, "bare CR in message head");
       return false;
     }
-    if (c != '\r') continue;
-    // A complete line is [line_start, i).
-    const std::size_t line_len = i - line_start;
-    const unsigned char* line = p + line_start;
-    if (first_line) {
-      for (std::size_t k = 0; k < line_len; ++k)
-        if (is_ctl(line[k])) {
-          fail(ParseError::kMalformed, "control character in start line");
-          return false;
-        }
-      first_line = false;
-    } else if (line_len > 0) {
-      if (line[0] == ' ' || line[0] == '\t') {
-        fail(ParseError::kMalformed, "obsolete line folding in header");
-        return false;
-      }
-      std::size_t colon = 0;
-      while (colon < line_len && line[colon] != ':') ++colon;
-      if (colon == line_len || colon == 0) {
-        fail(ParseError::kMalformed, "header line without a field name and colon");
-        return false;
-      }
-      for (std::size_t k = 0; k < colon; ++k)
-        if (!is_tchar(line[k])) {
-          fail(ParseError::kMalformed, line[k] == ' ' || line[k] == '\t'
-                                           ? "whitespace before colon in header"
-                                           : "invalid character in header name");
-          return false;
-        }
-      for (std::size_t k = colon + 1; k < line_len; ++k)
-        if (is_ctl(line[k]) && line[k] != '\t') {
-          fail(ParseError::kMalformed, "control character in header value");
-          return false;
-        }
+    if (content_error != nullptr) {
+      fail(ParseError::kMalformed, content_error);
+      return false;
     }
-    line_start = i + 2;
-    ++i;  // skip the LF of this CRLF
+    first_line = false;
+    pos = end + 2;
   }
   return true;
 }
@@ -184,22 +230,31 @@ MessageParser::Status MessageParser::read_head(evbuffer* in) {
     // timeout).
     const std::size_t n = std::min(available, max_header_bytes_);
     const auto* bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(n));
-    for (std::size_t i = 0; i < n; ++i) {
-      if (bytes[i] == '\n' && (i == 0 || bytes[i - 1] != '\r'))
+    // The first of: a bare LF, a NUL.
+    const auto* nul = static_cast<const unsigned char*>(std::memchr(bytes, 0, n));
+    const unsigned char* stop = nul != nullptr ? nul : bytes + n;
+    for (const unsigned char* lf = bytes;
+         (lf = static_cast<const unsigned char*>(
+              std::memchr(lf, '\n', static_cast<std::size_t>(stop - lf)))) != nullptr;
+         ++lf) {
+      if (lf == bytes || lf[-1] != '\r')
         return fail(ParseError::kMalformed, "bare LF in message head");
-      if (bytes[i] == 0) return fail(ParseError::kMalformed, "NUL in message head");
     }
+    if (nul != nullptr) return fail(ParseError::kMalformed, "NUL in message head");
     return Status::kNeedMore;
   }
   const std::size_t head_len = static_cast<std::size_t>(found.pos) + kCrlfCrlf.size();
   if (head_len > max_header_bytes_)
     return fail(ParseError::kHeadersTooLarge, "message head exceeds max_header_bytes");
-  const auto* bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(head_len));
+  // One copy of the head into storage this parser keeps: head_'s views point into it. The buffer
+  // only grows, so after the first message of a connection no allocation and no zero-filling.
+  if (head_buf_.size() < head_len) head_buf_.resize(head_len);
+  evbuffer_copyout(in, head_buf_.data(), head_len);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(head_buf_.data());
   if (!check_head_bytes(bytes, head_len)) return Status::kError;
 
   head_.head_bytes = head_len;
-  const std::size_t n =
-      http_parser_execute(&parser_, &settings_, reinterpret_cast<const char*>(bytes), head_len);
+  const std::size_t n = http_parser_execute(&parser_, &settings_, head_buf_.data(), head_len);
   const auto err = HTTP_PARSER_ERRNO(&parser_);
   if (err != HPE_OK && err != HPE_PAUSED) {
     if (error_ != ParseError::kNone) return Status::kError;  // set by a callback
@@ -222,8 +277,8 @@ bool MessageParser::check_framing() {
   }
   int content_lengths = 0;
   int hosts = 0;
-  std::string transfer_encoding;
-  bool has_te = false;
+  int transfer_encodings = 0;
+  std::string_view transfer_encoding;
   for (const auto& h : head_.headers) {
     if (request && is_framing_lookalike(h.name)) {
       // CGI-style servers map '_' and '-' to the same variable: a Content_Length or
@@ -240,9 +295,8 @@ bool MessageParser::check_framing() {
     if (iequals(h.name, "content-length")) {
       ++content_lengths;
     } else if (iequals(h.name, "transfer-encoding")) {
-      if (has_te) transfer_encoding += ", ";
-      transfer_encoding += h.value;
-      has_te = true;
+      ++transfer_encodings;
+      transfer_encoding = h.value;
     } else if (iequals(h.name, "host")) {
       ++hosts;
     } else if (request && iequals(h.name, "expect")) {
@@ -253,6 +307,7 @@ bool MessageParser::check_framing() {
       head_.expect_continue = true;
     }
   }
+  const bool has_te = transfer_encodings > 0;
   if (content_lengths > 1) {
     fail(ParseError::kMalformed, "several Content-Length headers");
     return false;
@@ -261,7 +316,8 @@ bool MessageParser::check_framing() {
     fail(ParseError::kMalformed, "Content-Length together with Transfer-Encoding");
     return false;
   }
-  if (has_te && !iequals(transfer_encoding, "chunked")) {
+  // Several Transfer-Encoding headers form one list ("a, b"), which is never exactly "chunked".
+  if (has_te && (transfer_encodings > 1 || !iequals(transfer_encoding, "chunked"))) {
     fail(ParseError::kMalformed, "Transfer-Encoding other than \"chunked\"");
     return false;
   }
@@ -333,14 +389,29 @@ int MessageParser::on_message_begin(http_parser*) {
   return 0;
 }
 
+bool MessageParser::extend(std::string_view& field, const char* at, std::size_t len) {
+  // The whole head is parsed from head_buf_ in one call, so the pieces of one field are adjacent
+  // there (http_parser gives each field in one piece then); anything else fails closed.
+  if (field.empty()) {
+    field = std::string_view(at, len);
+    return true;
+  }
+  if (field.data() + field.size() != at) {
+    fail(ParseError::kMalformed, "message head field in pieces");
+    return false;
+  }
+  field = std::string_view(field.data(), field.size() + len);
+  return true;
+}
+
 int MessageParser::on_url(http_parser* p, const char* at, std::size_t len) {
-  self(p)->head_.target.append(at, len);
-  return 0;
+  MessageParser* s = self(p);
+  return s->extend(s->head_.target, at, len) ? 0 : -1;
 }
 
 int MessageParser::on_status(http_parser* p, const char* at, std::size_t len) {
-  self(p)->head_.reason.append(at, len);
-  return 0;
+  MessageParser* s = self(p);
+  return s->extend(s->head_.reason, at, len) ? 0 : -1;
 }
 
 int MessageParser::on_header_field(http_parser* p, const char* at, std::size_t len) {
@@ -350,25 +421,21 @@ int MessageParser::on_header_field(http_parser* p, const char* at, std::size_t l
     s->head_.headers.emplace_back();
     s->in_value_ = false;
   }
-  s->head_.headers.back().name.append(at, len);
-  return 0;
+  return s->extend(s->head_.headers.back().name, at, len) ? 0 : -1;
 }
 
 int MessageParser::on_header_value(http_parser* p, const char* at, std::size_t len) {
   MessageParser* s = self(p);
   if (s->headers_done_) return 0;
   s->in_value_ = true;
-  if (!s->head_.headers.empty()) s->head_.headers.back().value.append(at, len);
-  return 0;
+  if (s->head_.headers.empty()) return 0;
+  return s->extend(s->head_.headers.back().value, at, len) ? 0 : -1;
 }
 
 int MessageParser::on_headers_complete(http_parser* p) {
   MessageParser* s = self(p);
   s->headers_done_ = true;
-  for (auto& h : s->head_.headers) {
-    const std::string_view t = trim(h.value);
-    if (t.size() != h.value.size()) h.value = std::string(t);
-  }
+  for (auto& h : s->head_.headers) h.value = trim(h.value);
   if (s->kind_ == Kind::kRequest) {
     s->head_.method = http_method_str(static_cast<http_method>(p->method));
   } else {

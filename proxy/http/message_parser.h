@@ -27,20 +27,29 @@
 
 namespace fmp::proxy::http {
 
+/// One header field. Both views point into the MessageParser that produced it (see MessageHead for
+/// how long they stay valid).
 struct Header {
-  std::string name;   ///< as received (case preserved)
-  std::string value;  ///< as received, leading/trailing whitespace trimmed
+  std::string_view name;   ///< as received (case preserved)
+  std::string_view value;  ///< as received, leading/trailing whitespace trimmed
 };
 
 /// Case-insensitive ASCII comparison for header names.
 bool iequals(std::string_view a, std::string_view b);
 
 /// A parsed message head (request or response).
+///
+/// Lifetime: `target`, `reason` and every header's `name` and `value` are views into the parser's
+/// own copy of the head bytes, so a kept-alive connection parses message after message without
+/// allocating. They stay valid until that parser's next reset() or read_head(), or its
+/// destruction; a copy of a MessageHead shares them. Copy into a std::string whatever must outlive
+/// the message (an audit event, a log line written later). `method` is an owned string (method
+/// names are at most 11 bytes, so it never leaves the small-string buffer).
 struct MessageHead {
-  std::string method;  ///< requests
-  std::string target;  ///< requests: the request target as received
-  int status = 0;      ///< responses
-  std::string reason;  ///< responses
+  std::string method;       ///< requests
+  std::string_view target;  ///< requests: the request target as received
+  int status = 0;           ///< responses
+  std::string_view reason;  ///< responses
   int http_major = 1;
   int http_minor = 1;
   std::vector<Header> headers;
@@ -70,11 +79,15 @@ class MessageParser {
   MessageParser& operator=(const MessageParser&) = delete;
 
   /// Prepares for the next message. `head_request`: the response answers a HEAD (no body follows).
+  /// Ends the previous head's views (see MessageHead). Keeps the storage for the head bytes and the
+  /// header list, so the next message of a kept-alive connection reuses it; storage grown past
+  /// kRetainedHeadBytes / kRetainedHeaders by an unusually large head is released instead, so an
+  /// idle connection does not keep it.
   void reset(bool head_request = false);
 
-  /// Reads a complete head from the front of `in` and drains it. kDone: head() is valid and the
-  /// parser is positioned at the body; kNeedMore: not all of the head has arrived (nothing
-  /// drained); kError: error()/error_message() say why.
+  /// Reads a complete head from the front of `in` and drains it. kDone: head() is valid (its views
+  /// until the next reset()/read_head()) and the parser is positioned at the body; kNeedMore: not
+  /// all of the head has arrived (nothing drained); kError: error()/error_message() say why.
   Status read_head(evbuffer* in);
 
   /// Sink for body bytes: `raw` are the bytes exactly as they were on the wire (framing included),
@@ -96,10 +109,15 @@ class MessageParser {
 
   /// True when no body follows the head (already complete after read_head).
   bool message_complete() const { return complete_; }
+  /// The current message's head; its views are valid until the next reset()/read_head().
   const MessageHead& head() const { return head_; }
   ParseError error() const { return error_; }
   const std::string& error_message() const { return error_message_; }
   std::uint64_t body_bytes() const { return body_bytes_; }
+
+  /// Head bytes and header slots kept across reset() (see reset()).
+  static constexpr std::size_t kRetainedHeadBytes = 8192;
+  static constexpr std::size_t kRetainedHeaders = 64;
 
  private:
   static int on_message_begin(http_parser* p);
@@ -115,6 +133,8 @@ class MessageParser {
   Status fail(ParseError e, std::string message);
   bool check_head_bytes(const unsigned char* p, std::size_t len);
   bool check_framing();
+  /// Adds the piece [at, at + len) of head_buf_ to `field`; fails when it does not follow it.
+  bool extend(std::string_view& field, const char* at, std::size_t len);
 
   Kind kind_;
   std::size_t max_header_bytes_;
@@ -122,6 +142,10 @@ class MessageParser {
   http_parser parser_{};
   http_parser_settings settings_{};
   MessageHead head_;
+  /// The current head's bytes as received; head_'s views point here. Its size only grows (to the
+  /// largest head seen), so a kept-alive connection copies each head in without allocating;
+  /// reset() releases it once it is past kRetainedHeadBytes.
+  std::string head_buf_;
   bool in_value_ = false;
   bool headers_done_ = false;
   bool complete_ = false;

@@ -1,0 +1,170 @@
+// The head path of a kept-alive connection allocates nothing per message once its buffers have
+// grown: MessageParser::reset()/read_head() and append_forward_*_head() into a reused string.
+//
+// Counted by replacing the global operator new/delete of this test binary (plain and nothrow forms;
+// they forward to malloc/free). Only allocations made on a thread inside an AllocationCount scope
+// are counted, so other tests are unaffected. Not compiled in sanitizer builds: there the
+// sanitizer's own operator new/delete must stay (ASan checks new/delete pairing with them).
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define FMP_SANITIZED_NEW 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define FMP_SANITIZED_NEW 1
+#endif
+
+#ifndef FMP_SANITIZED_NEW
+#include <doctest/doctest.h>
+#include <event2/buffer.h>
+
+#include <cstddef>
+#include <cstdlib>
+#include <new>
+#include <string>
+
+#include "proxy/http/forward_head.h"
+#include "proxy/http/message_parser.h"
+#include "tests/unit/proxy/http/test_buffer.h"
+
+namespace {
+
+thread_local bool counting = false;
+thread_local std::size_t allocations = 0;
+
+void* allocate(std::size_t n) noexcept {
+  if (counting) ++allocations;
+  return std::malloc(n == 0 ? 1 : n);
+}
+
+void* allocate_or_throw(std::size_t n) {
+  void* p = allocate(n);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+
+}  // namespace
+
+void* operator new(std::size_t n) {
+  return allocate_or_throw(n);
+}
+void* operator new[](std::size_t n) {
+  return allocate_or_throw(n);
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return allocate(n);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return allocate(n);
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+
+namespace fmp::proxy::http {
+namespace {
+
+/// Counts operator new calls made on this thread while it lives.
+class AllocationCount {
+ public:
+  AllocationCount() {
+    allocations = 0;
+    counting = true;
+  }
+  ~AllocationCount() { counting = false; }
+  AllocationCount(const AllocationCount&) = delete;
+  AllocationCount& operator=(const AllocationCount&) = delete;
+  std::size_t count() const { return allocations; }
+};
+
+/// Request i: 30 headers for i == 0 (the largest, which sizes the buffers), fewer and shorter
+/// after it.
+std::string request(int i) {
+  const int headers = i == 0 ? 30 : i % 30;
+  std::string wire = "GET /fhir/Patient/" + std::to_string(i) + "?_count=10 HTTP/1.1\r\n";
+  wire += "Host: fhir.example.org\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n";
+  for (int k = 0; k < headers; ++k)
+    wire += "X-Header-" + std::to_string(k) + ": " +
+            std::string(static_cast<std::size_t>(i == 0 ? 40 : (i + k) % 40), 'v') + "\r\n";
+  return wire + "\r\n";
+}
+
+std::string response(int i) {
+  return "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: 0\r\n"
+         "ETag: W/\"" +
+         std::to_string(i) + "\"\r\n" + (i == 0 ? "X-Pad: " + std::string(200, 'p') + "\r\n" : "") +
+         "\r\n";
+}
+
+TEST_CASE("no allocation per message on a kept-alive connection's head path") {
+  MessageParser req(MessageParser::Kind::kRequest, 16384, 1000);
+  MessageParser resp(MessageParser::Kind::kResponse, 16384, 1000);
+  const ReservedHeaders reserved{IdentityHeaderNames{}};
+  const std::string block = "X-Client-Subject-DN: CN=client\r\n";
+  const ForwardAdditions add{block, "X-Policy-Rule", "rule-1", "10.0.0.1", "up:8080"};
+  testing::Buffer req_in(evbuffer_new());
+  testing::Buffer resp_in(evbuffer_new());
+  for (int i = 0; i < 100; ++i) {
+    const std::string q = request(i);
+    const std::string r = response(i);
+    evbuffer_add(req_in.get(), q.data(), q.size());
+    evbuffer_add(resp_in.get(), r.data(), r.size());
+  }
+  std::string up_head;
+  std::string down_head;
+  // No doctest assertion inside the counted scope (a failing one allocates its message).
+  const auto one_exchange = [&] {
+    req.reset();
+    if (req.read_head(req_in.get()) != MessageParser::Status::kDone) return false;
+    up_head.clear();
+    append_forward_request_head(up_head, req.head(), reserved, add, BodyFraming{});
+    resp.reset();
+    if (resp.read_head(resp_in.get()) != MessageParser::Status::kDone) return false;
+    down_head.clear();
+    append_forward_response_head(down_head, resp.head(), false);
+    return true;
+  };
+  REQUIRE(one_exchange());  // the largest message grows every buffer once
+  std::size_t allocated = 0;
+  int parsed = 0;
+  {
+    const AllocationCount count;
+    for (int i = 1; i < 100 && one_exchange(); ++i) ++parsed;
+    allocated = count.count();
+  }
+  CHECK(parsed == 99);
+  CHECK(allocated == 0);
+  CHECK(up_head.find("GET /fhir/Patient/99?_count=10 HTTP/1.1\r\n") == 0);
+  CHECK(up_head.find("X-Hop") == std::string::npos);
+  CHECK(down_head.find("ETag: W/\"99\"\r\n") != std::string::npos);
+}
+
+TEST_CASE("the allocation counter sees allocations (the check above can fail)") {
+  std::size_t allocated = 0;
+  {
+    const AllocationCount count;
+    std::string s(1000, 'x');
+    allocated = count.count();
+  }
+  CHECK(allocated == 1);
+}
+
+}  // namespace
+}  // namespace fmp::proxy::http
+
+#endif  // FMP_SANITIZED_NEW
