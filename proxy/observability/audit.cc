@@ -88,6 +88,11 @@ const char* outcome_code(const AuditEvent& e) {
   return "0";
 }
 
+const AuditPeer& peer_of(const AuditEvent& e) {
+  static const AuditPeer kNoPeer;  // immutable: shared read-only by every writer
+  return e.peer ? *e.peer : kNoPeer;
+}
+
 }  // namespace
 
 std::string_view Rfc3339MsFormatter::format(std::chrono::system_clock::time_point t) {
@@ -126,17 +131,18 @@ std::string format_rfc3339_ms(std::chrono::system_clock::time_point t) {
 }
 
 void append_json_line(std::string& out, const AuditEvent& e, Rfc3339MsFormatter& time) {
+  const AuditPeer& peer = peer_of(e);
   JsonWriter w(out);
   w.begin_object();
   w.field("time", time.format(e.time));
   w.field("connection_id", e.connection_id);
   w.field("request_id", e.request_id);
-  w.field("client", e.client_address);
-  w.field("subject", e.subject);
-  w.key("san_uri").string_array(e.san_uri);
-  w.field("fingerprint", e.fingerprint);
-  w.field("trust", e.trust);
-  w.key("hipaa").string_array(e.hipaa);
+  w.field("client", peer.client_address);
+  w.field("subject", peer.subject);
+  w.key("san_uri").string_array(peer.san_uri);
+  w.field("fingerprint", peer.fingerprint);
+  w.field("trust", peer.trust);
+  w.key("hipaa").string_array(peer.hipaa);
   w.field("method", e.method);
   w.field("path", without_query(e.path));
   w.field("fhir_resource", e.fhir_resource);
@@ -166,6 +172,7 @@ std::string to_json_line(const AuditEvent& e) {
 }
 
 void append_fhir_audit_event(std::string& out, const AuditEvent& e, Rfc3339MsFormatter& time) {
+  const AuditPeer& peer = peer_of(e);
   JsonWriter w(out);
   w.begin_object();
   w.field("resourceType", "AuditEvent");
@@ -195,25 +202,25 @@ void append_fhir_audit_event(std::string& out, const AuditEvent& e, Rfc3339MsFor
   w.key("agent").begin_array().begin_object();
   w.field("requestor", true);
   w.key("who").begin_object();
-  if (!e.fingerprint.empty()) {
+  if (!peer.fingerprint.empty()) {
     w.key("identifier").begin_object();
     w.key("type")
         .begin_object()
         .field("text", "X.509 certificate SHA-256 fingerprint")
         .end_object();
-    w.field("value", e.fingerprint);
+    w.field("value", peer.fingerprint);
     w.end_object();
   }
-  w.field("display", e.subject.empty() ? std::string_view("anonymous") : e.subject);
+  w.field("display", peer.subject.empty() ? std::string_view("anonymous") : peer.subject);
   w.end_object();
-  if (!e.hipaa.empty()) {
+  if (!peer.hipaa.empty()) {
     w.key("role").begin_array();
-    for (const auto& h : e.hipaa) w.begin_object().field("text", h).end_object();
+    for (const auto& h : peer.hipaa) w.begin_object().field("text", h).end_object();
     w.end_array();
   }
-  if (!e.client_address.empty()) {
+  if (!peer.client_address.empty()) {
     w.key("network").begin_object();
-    w.field("address", e.client_address);
+    w.field("address", peer.client_address);
     w.field("type", "2");  // 2 = IP address
     w.end_object();
   }
@@ -248,8 +255,8 @@ void append_fhir_audit_event(std::string& out, const AuditEvent& e, Rfc3339MsFor
   detail("rule", e.rule);
   detail("mode", e.mode);
   detail("status", number.integer(e.status));
-  detail("trust", e.trust);
-  for (const auto& uri : e.san_uri) detail("san-uri", uri);
+  detail("trust", peer.trust);
+  for (const auto& uri : peer.san_uri) detail("san-uri", uri);
   detail("connection-id", number.integer(e.connection_id));
   detail("request-id", number.integer(e.request_id));
   detail("bytes-in", number.integer(e.bytes_in));

@@ -18,17 +18,24 @@ namespace fmp::proxy::observability {
 
 class Metrics;
 
+/// Who is on the other end of a connection: fixed for the connection's life, so every audited
+/// request of it shares one copy (no per-request string copies).
+struct AuditPeer {
+  std::string subject;               ///< RFC 4514 subject DN; "" for anonymous
+  std::vector<std::string> san_uri;  ///< SAN URIs of the leaf
+  std::string fingerprint;           ///< lowercase hex SHA-256 of the DER leaf
+  std::string trust;                 ///< trust community that verified the chain
+  std::vector<std::string> hipaa;    ///< HIPAA categories
+  std::string client_address;        ///< "ip:port" of the downstream peer
+};
+
 /// One audited request. Strings are copied as given; the serialisers replace invalid UTF-8
 /// (certificate fields can carry anything) rather than fail.
 struct AuditEvent {
   std::chrono::system_clock::time_point time;  ///< when the request was decided
   std::uint64_t connection_id = 0;
   std::uint64_t request_id = 0;
-  std::string subject;               ///< RFC 4514 subject DN; "" for anonymous
-  std::vector<std::string> san_uri;  ///< SAN URIs of the leaf
-  std::string fingerprint;           ///< lowercase hex SHA-256 of the DER leaf
-  std::string trust;                 ///< trust community that verified the chain
-  std::vector<std::string> hipaa;    ///< HIPAA categories
+  std::shared_ptr<const AuditPeer> peer;  ///< null: written as an anonymous peer with no address
   std::string method;
   std::string path;  ///< path only: the caller strips the query; to_json_line also cuts at '?'
   std::string fhir_resource;
@@ -42,7 +49,6 @@ struct AuditEvent {
   std::uint64_t bytes_in = 0;  ///< request body bytes received
   std::uint64_t bytes_out = 0;  ///< response body bytes sent
   double duration_ms = 0;
-  std::string client_address;  ///< "ip:port" of the downstream peer
 };
 
 /// RFC 3339 UTC with milliseconds: "2026-11-23T14:37:17.123Z". Times before 1970 are floored to

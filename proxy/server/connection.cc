@@ -33,6 +33,8 @@ constexpr std::size_t kLowWatermark = 64 * 1024;
 constexpr ev_ssize_t kMaxSingleIo = 64 * 1024;
 /// Client bytes read ahead (pipelined requests) beyond a request head before reading pauses.
 constexpr std::size_t kReadAhead = 64 * 1024;
+/// A request body buffer larger than this is freed after the request, not kept for the next one.
+constexpr std::size_t kKeptBodyCapacity = 16 * 1024;
 /// Plaintext per direct SSL_write: one full TLS record.
 constexpr std::size_t kRecordPlaintext = 16 * 1024;
 
@@ -259,8 +261,7 @@ void Connection::handshake_done() {
     }
     identity_ = policy::extract_identity(leaf, SSL_get_peer_cert_chain(ssl),
                                          worker_.state()->policy->hipaa(), pv.result.community);
-    block_names_ = worker_.state()->config.identity_headers;
-    identity_block_ = http::identity_header_block(identity_, block_names_);
+    build_identity_block(worker_.state()->config.identity_headers);
 
     metrics.count_handshake(true, tls::VerifyReason::kNone);
   } else if (pv.result.reason == tls::VerifyReason::kNoCertificate) {
@@ -280,6 +281,17 @@ void Connection::handshake_done() {
   }
   down_phase_ = Down::kHead;
   read_head();
+}
+
+// The identity header block is computed once per connection (and again only after a reload that
+// renames the headers or re-verifies the certificate). The PEM copies it is made from are dropped
+// afterwards: on an idle kept-alive connection they would be kilobytes held for nothing.
+void Connection::build_identity_block(const IdentityHeaderNames& names) {
+  block_names_ = names;
+  identity_block_ = http::identity_header_block(identity_, block_names_);
+  audit_peer_.reset();
+  std::string().swap(identity_.leaf_pem);
+  std::vector<std::string>().swap(identity_.chain_der_b64);
 }
 
 // ---- requests ----------------------------------------------------------------------------------
@@ -358,6 +370,7 @@ void Connection::reverify() {
   // the HIPAA mapping: a kept-alive connection is judged again, once, under the new snapshot.
   conn_state_ = req_state_;
   if (!identity_.present) return;  // anonymous or already refused: nothing to re-check
+  audit_peer_.reset();             // whatever the outcome, the identity is re-derived
   SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
   X509* leaf = ssl != nullptr ? SSL_get0_peer_certificate(ssl) : nullptr;
   STACK_OF(X509)* chain = ssl != nullptr ? SSL_get_peer_cert_chain(ssl) : nullptr;
@@ -375,8 +388,7 @@ void Connection::reverify() {
     return;
   }
   identity_ = policy::extract_identity(leaf, chain, req_state_->policy->hipaa(), r.community);
-  block_names_ = req_state_->config.identity_headers;
-  identity_block_ = http::identity_header_block(identity_, block_names_);
+  build_identity_block(req_state_->config.identity_headers);
 }
 
 void Connection::begin_request() {
@@ -541,13 +553,19 @@ void Connection::forward() {
   }
   chunked_upstream_ = framing.chunked;
   if (req_state_->config.identity_headers != block_names_) {
-    // A reload renamed the identity headers (or switched XFCC/RFC 9440): rebuild the block.
-    block_names_ = req_state_->config.identity_headers;
-    identity_block_ = http::identity_header_block(identity_, block_names_);
+    // A reload renamed the identity headers (or switched XFCC/RFC 9440): rebuild the block from
+    // the certificate (the PEM copies were dropped once the first block was built).
+    SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+    X509* leaf = identity_.present && ssl != nullptr ? SSL_get0_peer_certificate(ssl) : nullptr;
+    if (leaf != nullptr)
+      identity_ = policy::extract_identity(leaf, SSL_get_peer_cert_chain(ssl),
+                                           req_state_->policy->hipaa(), identity_.trust);
+    build_identity_block(req_state_->config.identity_headers);
   }
   const http::ForwardAdditions add{identity_block_, req_state_->config.identity_headers.rule,
                                    decision_.rule, client_ip_, req_state_->upstream_authority};
-  upstream_head_ = http::forward_request_head(head, *req_state_->reserved, add, framing);
+  upstream_head_.clear();
+  http::append_forward_request_head(upstream_head_, head, *req_state_->reserved, add, framing);
   if (!send_to_upstream()) return;
   if (!request_body_done_) {
     forwarding_ = true;
@@ -760,7 +778,9 @@ void Connection::relay_response() {
         !resp_parser_.message_complete() && !rh.chunked && !rh.content_length;
     if (!keep_alive_ || !request_body_done_ || eof_delimited || draining_)
       close_after_response_ = true;
-    const std::string out = http::forward_response_head(rh, close_after_response_);
+    std::string& out = response_head_;
+    out.clear();
+    http::append_forward_response_head(out, rh, close_after_response_);
     // Room for the head and a small body in one chain, so they leave in one TLS record.
     evbuffer_expand(down_stage_.get(),
                     out.size() + std::min<std::size_t>(evbuffer_get_length(in), kRecordPlaintext));
@@ -877,6 +897,8 @@ void Connection::wait_for_response() {
 
 void Connection::next_request() {
   req_parser_.reset();
+  // A buffered Bundle may have grown the body buffer to max_body_bytes: not kept while idle.
+  if (body_.capacity() > kKeptBodyCapacity) std::string().swap(body_);
   audited_ = false;
   // Per-request flags start clean: a stale response_started_ made a malformed next request end
   // in a bare close instead of its 400.
@@ -912,11 +934,19 @@ void Connection::audit(int status, std::string_view decision, std::string_view r
   e.time = std::chrono::system_clock::now();
   e.connection_id = id_;
   e.request_id = request_seq_;
-  e.subject = identity_.subject.rfc4514;
-  e.san_uri = identity_.san_uri;
-  e.fingerprint = identity_.fingerprint_sha256;
-  e.trust = identity_.trust;
-  e.hipaa = identity_.hipaa;
+  if (!audit_peer_) {
+    // Built once per identity (handshake, or re-verification after a reload) and shared by every
+    // audit event of the connection.
+    auto peer = std::make_shared<observability::AuditPeer>();
+    peer->subject = identity_.subject.rfc4514;
+    peer->san_uri = identity_.san_uri;
+    peer->fingerprint = identity_.fingerprint_sha256;
+    peer->trust = identity_.trust;
+    peer->hipaa = identity_.hipaa;
+    peer->client_address = client_address_;
+    audit_peer_ = std::move(peer);
+  }
+  e.peer = audit_peer_;
   e.method = req_parser_.head().method;
   e.path = path_;
   e.fhir_resource = fhir_.resource;
@@ -930,7 +960,6 @@ void Connection::audit(int status, std::string_view decision, std::string_view r
   e.bytes_in = bytes_in_;
   e.bytes_out = bytes_out_;
   e.duration_ms = seconds_since(started_) * 1000.0;
-  e.client_address = client_address_;
   log->write(std::move(e));
 }
 

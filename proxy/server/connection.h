@@ -18,6 +18,7 @@
 #include "proxy/event_ptr.h"
 #include "proxy/http/message_parser.h"
 #include "proxy/http/rejection.h"
+#include "proxy/observability/audit.h"
 #include "proxy/observability/metrics.h"
 #include "proxy/server/runtime_state.h"
 #include "proxy/server/upstream_pool.h"
@@ -81,6 +82,7 @@ class Connection : private http::MessageParser::BodySink {
   void send_down(const char* data, std::size_t len);
   void relay_response();
   void kick_tls_reader();
+  void build_identity_block(const IdentityHeaderNames& names);
   bool top_up_upstream_input();
   void upstream_failed(observability::UpstreamError kind);
   void finish_response();
@@ -146,6 +148,8 @@ class Connection : private http::MessageParser::BodySink {
   bool decided_ = false;             ///< the current request got a decision (policy or 401)
   bool got_upstream_bytes_ = false;  ///< some response (even interim) came back: never replay
   std::string upstream_head_;        ///< kept for one retry on a stale pooled connection
+  std::string response_head_;        ///< reused buffer for the response head sent downstream
+  std::shared_ptr<const observability::AuditPeer> audit_peer_;  ///< identity part of audit events
   std::unique_ptr<UpstreamConnection> up_;
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;

@@ -27,11 +27,14 @@ obs::AuditEvent sample_event() {
   e.time = std::chrono::system_clock::time_point(std::chrono::milliseconds(1795444637123LL));
   e.connection_id = 7;
   e.request_id = 42;
-  e.subject = "CN=ehr-client,O=Example Hospital,C=US";
-  e.san_uri = {"https://apps.example.org/ehr", "urn:oid:1.2.3"};
-  e.fingerprint = "ab12cd";
-  e.trust = "directtrust";
-  e.hipaa = {"covered-entity"};
+  auto peer = std::make_shared<obs::AuditPeer>();
+  peer->subject = "CN=ehr-client,O=Example Hospital,C=US";
+  peer->san_uri = {"https://apps.example.org/ehr", "urn:oid:1.2.3"};
+  peer->fingerprint = "ab12cd";
+  peer->trust = "directtrust";
+  peer->hipaa = {"covered-entity"};
+  peer->client_address = "127.0.0.1:50000";
+  e.peer = peer;
   e.method = "GET";
   e.path = "/fhir/Patient/123";
   e.fhir_resource = "Patient";
@@ -43,7 +46,6 @@ obs::AuditEvent sample_event() {
   e.bytes_in = 0;
   e.bytes_out = 512;
   e.duration_ms = 12.5;
-  e.client_address = "127.0.0.1:50000";
   return e;
 }
 
@@ -134,7 +136,9 @@ TEST_CASE("to_json_line: exact fields and values") {
 TEST_CASE("to_json_line: never the query string, and bad UTF-8 does not throw") {
   auto e = sample_event();
   e.path = "/fhir/Patient?name=Smith&birthdate=1970-01-01";
-  e.subject = std::string("CN=\xff\xfe bad");
+  auto peer = std::make_shared<obs::AuditPeer>(*e.peer);
+  peer->subject = std::string("CN=\xff\xfe bad");
+  e.peer = peer;
   std::string line;
   REQUIRE_NOTHROW(line = obs::to_json_line(e));
   CHECK(line.find("Smith") == std::string::npos);
@@ -193,8 +197,10 @@ TEST_CASE("to_fhir_audit_event: R4 AuditEvent shape") {
     }
   }
   SUBCASE("anonymous and outside FHIR") {
-    e.subject.clear();
-    e.fingerprint.clear();
+    auto peer = std::make_shared<obs::AuditPeer>(*e.peer);
+    peer->subject.clear();
+    peer->fingerprint.clear();
+    e.peer = peer;
     e.fhir_interaction = "none";
     e.method = "DELETE";
     const json a = json::parse(obs::to_fhir_audit_event(e));
@@ -381,8 +387,10 @@ obs::AuditEvent odd_event() {
   c.status = 401;
   c.bytes_in = 17;
   c.duration_ms = 0.0;
-  c.client_address = "[::1]:4433";
-  c.hipaa = {"caf\xC3\xA9", "\xE2\x82\xAC\xF0\x9F\x98\x80"};
+  auto peer = std::make_shared<obs::AuditPeer>();
+  peer->client_address = "[::1]:4433";
+  peer->hipaa = {"caf\xC3\xA9", "\xE2\x82\xAC\xF0\x9F\x98\x80"};
+  c.peer = peer;
   return c;
 }
 
@@ -462,7 +470,9 @@ TEST_CASE("to_json_line: the same line, byte for byte, as the nlohmann serialise
   CHECK(json::parse(obs::to_json_line(odd_event())) == json::parse(kOddJson));
 
   auto bad = sample_event();
-  bad.subject = std::string("CN=\xff\xfe bad");
+  auto bad_peer = std::make_shared<obs::AuditPeer>(*bad.peer);
+  bad_peer->subject = std::string("CN=\xff\xfe bad");
+  bad.peer = bad_peer;
   bad.path = "/fhir/Patient?name=Smith";
   std::string expected = kSampleJson;
   const std::string subject = "CN=ehr-client,O=Example Hospital,C=US";
@@ -553,4 +563,18 @@ TEST_CASE("AuditLog: events sharing a second keep their own milliseconds") {
   CHECK(json::parse(lines[1])["time"] == "2026-11-23T14:37:17.999Z");
   CHECK(json::parse(lines[2])["time"] == "2026-11-23T14:37:18.000Z");
   CHECK(json::parse(lines[3])["time"] == "2026-11-23T14:37:17.005Z");
+}
+
+TEST_CASE("audit events without a peer are written as anonymous with every field present") {
+  auto e = sample_event();
+  e.peer.reset();
+  const json line = json::parse(obs::to_json_line(e));
+  CHECK(line["subject"] == "");
+  CHECK(line["client"] == "");
+  CHECK(line["san_uri"] == json::array());
+  CHECK(line["hipaa"] == json::array());
+  CHECK(line["fingerprint"] == "");
+  const json fhir = json::parse(obs::to_fhir_audit_event(e));
+  CHECK(fhir["agent"][0]["who"]["display"] == "anonymous");
+  CHECK_FALSE(fhir["agent"][0].contains("network"));
 }
