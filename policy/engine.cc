@@ -130,40 +130,78 @@ void Engine::build_index() {
   for (auto& lengths : prefix_lengths_) std::sort(lengths.begin(), lengths.end());
 }
 
-void Engine::collect(const Identity& identity, const FhirRequest& request, Candidates& out) const {
-  out.add(always_);
-  auto lookup = [&](IndexField f, std::string_view attr, std::string_view value) {
-    if ((used_fields_ & bit(f)) == 0) return;
-    const auto it = exact_.find(KeyView{f, attr, value});
-    if (it != exact_.end()) out.add(it->second);
-    for (std::size_t len : prefix_lengths_[static_cast<std::size_t>(f)]) {
-      if (len > value.size()) break;
-      const auto p = prefix_.find(KeyView{f, attr, value.substr(0, len)});
-      if (p != prefix_.end()) out.add(p->second);
-    }
-  };
-  auto lookup_all = [&](IndexField f, const std::vector<std::string>& values) {
-    if ((used_fields_ & bit(f)) == 0) return;
-    for (const auto& v : values) lookup(f, {}, v);
-  };
-  if (identity.present) {
-    lookup(IndexField::kFingerprint, {}, identity.fingerprint_sha256);
-    lookup(IndexField::kTrust, {}, identity.trust);
-    lookup_all(IndexField::kSanUri, identity.san_uri);
-    lookup_all(IndexField::kSanDns, identity.san_dns);
-    lookup_all(IndexField::kSanEmail, identity.san_email);
-    lookup_all(IndexField::kCertPolicy, identity.cert_policies);
-    lookup_all(IndexField::kHipaa, identity.hipaa);
-    if ((used_fields_ & bit(IndexField::kSubject)) != 0)
-      for (const auto& a : identity.subject.attributes)
-        lookup(IndexField::kSubject, a.type, a.value);
-    if ((used_fields_ & bit(IndexField::kIssuer)) != 0)
-      for (const auto& a : identity.issuer.attributes) lookup(IndexField::kIssuer, a.type, a.value);
+/// prepare()'s result: the identity's index hits, and what recognises the identity they were
+/// computed for.
+class Engine::Prepared final : public PreparedIdentity {
+ public:
+  const Engine* engine = nullptr;
+  Identity key;  ///< the fields compared by same_identity()
+  std::vector<const std::vector<std::uint32_t>*> hits;
+};
+
+namespace {
+
+bool same_dn(const DistinguishedName& a, const DistinguishedName& b) {
+  if (a.attributes.size() != b.attributes.size()) return false;
+  for (std::size_t i = 0; i < a.attributes.size(); ++i)
+    if (a.attributes[i].type != b.attributes[i].type ||
+        a.attributes[i].value != b.attributes[i].value)
+      return false;
+  return true;
+}
+
+/// True when `a` and `b` have the same values for every field the index looks up. A certificate
+/// identity is recognised by its fingerprint (the SHA-256 of the DER its SANs and DNs were read
+/// from) plus what depends on more than the certificate: the trust community and the HIPAA
+/// categories (the policy's mapping); an identity without a fingerprint is compared field by field.
+bool same_identity(const Identity& a, const Identity& b) {
+  if (a.present != b.present) return false;
+  if (!a.present) return true;  // anonymous: no identity lookups at all
+  if (a.fingerprint_sha256 != b.fingerprint_sha256 || a.trust != b.trust || a.hipaa != b.hipaa ||
+      a.cert_policies != b.cert_policies)
+    return false;
+  if (!a.fingerprint_sha256.empty()) return true;
+  return a.san_uri == b.san_uri && a.san_dns == b.san_dns && a.san_email == b.san_email &&
+         same_dn(a.subject, b.subject) && same_dn(a.issuer, b.issuer);
+}
+
+}  // namespace
+
+template <typename Sink>
+void Engine::lookup(IndexField f, std::string_view attr, std::string_view value,
+                    Sink&& sink) const {
+  if ((used_fields_ & bit(f)) == 0) return;
+  const auto it = exact_.find(KeyView{f, attr, value});
+  if (it != exact_.end()) sink(it->second);
+  for (std::size_t len : prefix_lengths_[static_cast<std::size_t>(f)]) {
+    if (len > value.size()) break;
+    const auto p = prefix_.find(KeyView{f, attr, value.substr(0, len)});
+    if (p != prefix_.end()) sink(p->second);
   }
-  lookup(IndexField::kMethod, {}, request.method);
-  lookup(IndexField::kPath, {}, request.path);
-  lookup(IndexField::kResource, {}, request.resource);
-  lookup(IndexField::kOperation, {}, request.operation);
+}
+
+template <typename Sink>
+void Engine::collect_identity(const Identity& identity, Sink&& sink) const {
+  if (!identity.present) return;
+  lookup(IndexField::kFingerprint, {}, identity.fingerprint_sha256, sink);
+  lookup(IndexField::kTrust, {}, identity.trust, sink);
+  for (const auto& v : identity.san_uri) lookup(IndexField::kSanUri, {}, v, sink);
+  for (const auto& v : identity.san_dns) lookup(IndexField::kSanDns, {}, v, sink);
+  for (const auto& v : identity.san_email) lookup(IndexField::kSanEmail, {}, v, sink);
+  for (const auto& v : identity.cert_policies) lookup(IndexField::kCertPolicy, {}, v, sink);
+  for (const auto& v : identity.hipaa) lookup(IndexField::kHipaa, {}, v, sink);
+  for (const auto& a : identity.subject.attributes)
+    lookup(IndexField::kSubject, a.type, a.value, sink);
+  for (const auto& a : identity.issuer.attributes)
+    lookup(IndexField::kIssuer, a.type, a.value, sink);
+}
+
+void Engine::collect_request(const FhirRequest& request, Candidates& out) const {
+  auto add = [&out](const std::vector<std::uint32_t>& list) { out.add(list); };
+  lookup(IndexField::kMethod, {}, request.method, add);
+  lookup(IndexField::kPath, {}, request.path, add);
+  lookup(IndexField::kResource, {}, request.resource, add);
+  lookup(IndexField::kOperation, {}, request.operation, add);
 }
 
 bool Engine::apply(std::uint32_t i, const Identity& identity, const FhirRequest& request,
@@ -181,11 +219,19 @@ bool Engine::apply(std::uint32_t i, const Identity& identity, const FhirRequest&
   return true;
 }
 
-Decision Engine::decide(const Identity& identity, const FhirRequest& request, bool indexed) const {
+Decision Engine::decide(const Identity& identity, const FhirRequest& request, bool indexed,
+                        const Prepared* prepared) const {
   Decision d;
   if (indexed) {
     Candidates candidates;
-    collect(identity, request, candidates);
+    candidates.add(always_);
+    if (prepared != nullptr) {
+      for (const auto* list : prepared->hits) candidates.add(*list);
+    } else {
+      collect_identity(identity,
+                       [&candidates](const std::vector<std::uint32_t>& l) { candidates.add(l); });
+    }
+    collect_request(request, candidates);
     std::uint32_t i = 0;
     while (candidates.next(i))
       if (apply(i, identity, request, d)) return d;
@@ -200,8 +246,8 @@ Decision Engine::decide(const Identity& identity, const FhirRequest& request, bo
   return d;
 }
 
-Decision Engine::evaluate_impl(const Identity& identity, const FhirRequest& request,
-                               bool indexed) const {
+Decision Engine::evaluate_impl(const Identity& identity, const FhirRequest& request, bool indexed,
+                               const Prepared* prepared) const {
   if (!request.bundle_error.empty()) {
     Decision d;
     d.effect = Effect::kDeny;
@@ -209,13 +255,19 @@ Decision Engine::evaluate_impl(const Identity& identity, const FhirRequest& requ
     d.reason = "Bundle cannot be checked: " + request.bundle_error;
     return d;
   }
-  Decision d = decide(identity, request, indexed);
+  Decision d = decide(identity, request, indexed, prepared);
   const bool bundle = request.interaction == Interaction::kBatch ||
                       request.interaction == Interaction::kTransaction;
   if (!bundle || !d.allowed()) return d;
+  // Every entry has the same identity: its lookups are done once for the whole Bundle.
+  std::shared_ptr<const PreparedIdentity> local;
+  if (indexed && prepared == nullptr && !request.entries.empty()) {
+    local = prepare(identity);
+    prepared = static_cast<const Prepared*>(local.get());
+  }
   for (std::size_t n = 0; n < request.entries.size(); ++n) {
     const FhirRequest& entry = request.entries[n];
-    Decision e = evaluate_impl(identity, entry, indexed);
+    Decision e = evaluate_impl(identity, entry, indexed, prepared);
     if (e.allowed()) continue;
     d.effect = Effect::kDeny;
     d.mode = Mode::kEnforce;
@@ -234,11 +286,42 @@ Decision Engine::evaluate_impl(const Identity& identity, const FhirRequest& requ
 }
 
 Decision Engine::evaluate(const Identity& identity, const FhirRequest& request) const {
-  return evaluate_impl(identity, request, true);
+  return evaluate_impl(identity, request, true, nullptr);
+}
+
+std::shared_ptr<const PreparedIdentity> Engine::prepare(const Identity& identity) const {
+  auto p = std::make_shared<Prepared>();
+  p->engine = this;
+  p->key.present = identity.present;
+  p->key.fingerprint_sha256 = identity.fingerprint_sha256;
+  p->key.trust = identity.trust;
+  p->key.hipaa = identity.hipaa;
+  p->key.cert_policies = identity.cert_policies;
+  if (identity.fingerprint_sha256.empty()) {
+    p->key.san_uri = identity.san_uri;
+    p->key.san_dns = identity.san_dns;
+    p->key.san_email = identity.san_email;
+    p->key.subject.attributes = identity.subject.attributes;
+    p->key.issuer.attributes = identity.issuer.attributes;
+  }
+  collect_identity(identity, [&p](const std::vector<std::uint32_t>& l) { p->hits.push_back(&l); });
+  return p;
+}
+
+const Engine::Prepared* Engine::usable(const PreparedIdentity* prepared,
+                                       const Identity& identity) const {
+  const auto* p = dynamic_cast<const Prepared*>(prepared);
+  if (p == nullptr || p->engine != this || !same_identity(p->key, identity)) return nullptr;
+  return p;
+}
+
+Decision Engine::evaluate(const Identity& identity, const FhirRequest& request,
+                          const PreparedIdentity* prepared) const {
+  return evaluate_impl(identity, request, true, usable(prepared, identity));
 }
 
 Decision Engine::evaluate_linear(const Identity& identity, const FhirRequest& request) const {
-  return evaluate_impl(identity, request, false);
+  return evaluate_impl(identity, request, false, nullptr);
 }
 
 }  // namespace fmp::policy

@@ -33,6 +33,11 @@ class Engine final : public Policy {
   Engine(std::vector<Rule> rules, Effect default_effect, HipaaConfig hipaa);
 
   Decision evaluate(const Identity& identity, const FhirRequest& request) const override;
+  /// The identity's index hits (the lookups of its fingerprint, trust, SANs, policies, HIPAA
+  /// categories, subject and issuer), so that an evaluation only looks up the request's values.
+  std::shared_ptr<const PreparedIdentity> prepare(const Identity& identity) const override;
+  Decision evaluate(const Identity& identity, const FhirRequest& request,
+                    const PreparedIdentity* prepared) const override;
   const std::vector<std::string>& rule_names() const override { return names_; }
   Effect default_effect() const override { return default_; }
   const HipaaConfig& hipaa() const override { return hipaa_; }
@@ -75,11 +80,23 @@ class Engine final : public Policy {
     }
   };
   class Candidates;
+  class Prepared;
 
   void build_index();
-  void collect(const Identity& identity, const FhirRequest& request, Candidates& out) const;
-  Decision evaluate_impl(const Identity& identity, const FhirRequest& request, bool indexed) const;
-  Decision decide(const Identity& identity, const FhirRequest& request, bool indexed) const;
+  /// Calls `sink(list)` with every hit list of `value` for field `f` (exact and each prefix).
+  template <typename Sink>
+  void lookup(IndexField f, std::string_view attr, std::string_view value, Sink&& sink) const;
+  /// The identity's lookups (none for an anonymous identity).
+  template <typename Sink>
+  void collect_identity(const Identity& identity, Sink&& sink) const;
+  void collect_request(const FhirRequest& request, Candidates& out) const;
+  /// `prepared`: this engine's preparation of `identity` (checked by the caller), or null.
+  Decision evaluate_impl(const Identity& identity, const FhirRequest& request, bool indexed,
+                         const Prepared* prepared) const;
+  Decision decide(const Identity& identity, const FhirRequest& request, bool indexed,
+                  const Prepared* prepared) const;
+  /// `prepared` when it is this engine's preparation of `identity`, else null.
+  const Prepared* usable(const PreparedIdentity* prepared, const Identity& identity) const;
   /// Applies rule `i` to the decision being built; true when the rule decided.
   bool apply(std::uint32_t i, const Identity& identity, const FhirRequest& request,
              Decision& d) const;

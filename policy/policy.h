@@ -19,12 +19,33 @@
 
 namespace fmp::policy {
 
+/// The identity-dependent work of an evaluation, done once for an identity that does not change (a
+/// connection's). Opaque: made by Policy::prepare(), used by the same policy only.
+class PreparedIdentity {
+ public:
+  virtual ~PreparedIdentity() = default;
+};
+
 class Policy {
  public:
   virtual ~Policy() = default;
 
   /// Pure function of its inputs; thread-safe; never throws on valid inputs.
   virtual Decision evaluate(const Identity& identity, const FhirRequest& request) const = 0;
+
+  /// Prepares `identity` for repeated evaluation by this policy. Null when there is nothing to
+  /// prepare. Thread-safe; the result is immutable and must not outlive this policy.
+  virtual std::shared_ptr<const PreparedIdentity> prepare(const Identity& /*identity*/) const {
+    return nullptr;
+  }
+
+  /// Exactly evaluate(identity, request). `prepared` should come from prepare(identity) of this
+  /// policy; anything else (null, another policy's, another identity's) is detected and ignored,
+  /// never trusted.
+  virtual Decision evaluate(const Identity& identity, const FhirRequest& request,
+                            const PreparedIdentity* /*prepared*/) const {
+    return evaluate(identity, request);
+  }
 
   /// Every rule, shadow ones included, in evaluation order.
   virtual const std::vector<std::string>& rule_names() const = 0;

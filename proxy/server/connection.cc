@@ -290,6 +290,8 @@ void Connection::build_identity_block(const IdentityHeaderNames& names) {
   block_names_ = names;
   identity_block_ = http::identity_header_block(identity_, block_names_);
   audit_peer_.reset();
+  prepared_policy_.reset();
+  prepared_identity_.reset();
   std::string().swap(identity_.leaf_pem);
   std::vector<std::string>().swap(identity_.chain_der_b64);
 }
@@ -371,6 +373,8 @@ void Connection::reverify() {
   conn_state_ = req_state_;
   if (!identity_.present) return;  // anonymous or already refused: nothing to re-check
   audit_peer_.reset();             // whatever the outcome, the identity is re-derived
+  prepared_policy_.reset();
+  prepared_identity_.reset();
   SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
   X509* leaf = ssl != nullptr ? SSL_get0_peer_certificate(ssl) : nullptr;
   STACK_OF(X509)* chain = ssl != nullptr ? SSL_get_peer_cert_chain(ssl) : nullptr;
@@ -497,7 +501,13 @@ void Connection::decide_and_dispatch() {
   try {
     fhir_ = policy::classify(head.method, path_, query_, cfg.fhir_base, head.header("content-type"),
                              body_);
-    decision_ = req_state_->policy->evaluate(identity_, fhir_);
+    if (prepared_policy_ != req_state_->policy) {
+      // The identity's index lookups, once per connection and policy (the policy is held with
+      // them, so they never outlive it).
+      prepared_policy_ = req_state_->policy;
+      prepared_identity_ = prepared_policy_->prepare(identity_);
+    }
+    decision_ = prepared_policy_->evaluate(identity_, fhir_, prepared_identity_.get());
   } catch (const std::exception& e) {
     // Fail closed: an error anywhere in classification or evaluation denies.
     decision_ = policy::Decision{};

@@ -15,6 +15,7 @@
 #include "policy/decision.h"
 #include "policy/fhir_request.h"
 #include "policy/identity.h"
+#include "policy/policy.h"
 #include "proxy/event_ptr.h"
 #include "proxy/http/message_parser.h"
 #include "proxy/http/rejection.h"
@@ -150,6 +151,8 @@ class Connection : private http::MessageParser::BodySink {
   std::string upstream_head_;        ///< kept for one retry on a stale pooled connection
   std::string response_head_;        ///< reused buffer for the response head sent downstream
   std::shared_ptr<const observability::AuditPeer> audit_peer_;  ///< identity part of audit events
+  policy::PolicyPtr prepared_policy_;  ///< the policy prepared_identity_ was made by (kept alive)
+  std::shared_ptr<const policy::PreparedIdentity> prepared_identity_;
   std::unique_ptr<UpstreamConnection> up_;
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;

@@ -5,7 +5,8 @@
 // FuzzedDataProvider, drawing often from the values the policy names so rules actually match.
 // Invariants:
 // - the same inputs give the same decision twice, and the indexed evaluation equals the reference
-//   linear walk (Engine::evaluate_linear);
+//   linear walk (Engine::evaluate_linear), and so does the evaluation with the identity prepared
+//   once (Policy::prepare, as the proxy does per connection);
 // - a request the deny-all rules cover (any DELETE; any path under /fhir/AuditEvent), alone or as
 //   a Bundle entry, is denied; a request with a bundle_error is denied;
 // - an anonymous identity never matches a rule with identity keys (named "id-..." here), neither
@@ -195,6 +196,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const Decision d = policy->evaluate(id, req);
   check(same(d, policy->evaluate(id, req)));
   check(same(d, engine->evaluate_linear(id, req)));
+  // The identity prepared once (as the proxy does per connection) decides the same.
+  const auto prepared = policy->prepare(id);
+  check(same(d, policy->evaluate(id, req, prepared.get())));
 
   bool deny_all = covered_by_deny_all(req);
   for (const auto& e : req.entries) deny_all = deny_all || covered_by_deny_all(e);

@@ -343,6 +343,13 @@ TEST_CASE("indexed evaluation equals the linear walk on randomised rules (fixed 
       REQUIRE(a.rule == b.rule);
       REQUIRE(a.reason == b.reason);
       REQUIRE(shadow_names(a) == shadow_names(b));
+      // The identity prepared once (as per connection) decides exactly the same.
+      const auto prepared = engine.prepare(id);
+      const Decision c = engine.evaluate(id, r, prepared.get());
+      REQUIRE(c.effect == b.effect);
+      REQUIRE(c.rule == b.rule);
+      REQUIRE(c.reason == b.reason);
+      REQUIRE(shadow_names(c) == shadow_names(b));
       allowed += a.allowed() ? 1 : 0;
       shadows += a.shadow.empty() ? 0 : 1;
     }
@@ -355,4 +362,83 @@ TEST_CASE("indexed evaluation equals the linear walk on randomised rules (fixed 
   // ... and both indexed and always-tried rules must occur.
   CHECK(unindexed_rules > total_rules / 10);
   CHECK(unindexed_rules < total_rules * 9 / 10);
+}
+
+TEST_CASE("prepared identities: used only for the identity and engine they were made for") {
+  const auto p = load(R"(
+default: deny
+rules:
+  - name: by-fingerprint
+    effect: allow
+    when: {fingerprint_sha256: ["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]}
+  - name: by-san
+    effect: allow
+    when: {san_uri: ["https://apps.example.org/ehr"]}
+  - name: by-hipaa
+    effect: allow
+    when: {hipaa: [covered-entity]}
+  - name: by-trust
+    effect: allow
+    when: {trust: [carequality]}
+)");
+  const auto& engine = dynamic_cast<const Engine&>(*p);
+  const FhirRequest r = req("GET", "/fhir/Patient/1", Interaction::kRead, "Patient");
+  auto same = [&](const Identity& id, const PreparedIdentity* prepared) {
+    const Decision a = engine.evaluate(id, r, prepared);
+    const Decision b = engine.evaluate_linear(id, r);
+    return a.effect == b.effect && a.rule == b.rule && a.reason == b.reason;
+  };
+
+  Identity fp;  // a certificate identity: recognised by its fingerprint
+  fp.present = true;
+  fp.fingerprint_sha256 = std::string(64, 'a');
+  fp.trust = "directtrust";
+  const auto prepared_fp = engine.prepare(fp);
+  CHECK(engine.evaluate(fp, r, prepared_fp.get()).rule == "by-fingerprint");
+
+  SUBCASE("another certificate") {
+    Identity other = fp;
+    other.fingerprint_sha256 = std::string(64, 'b');
+    CHECK(same(other, prepared_fp.get()));
+    CHECK(engine.evaluate(other, r, prepared_fp.get()).rule == "default");
+  }
+  SUBCASE("same certificate, other trust community or HIPAA mapping") {
+    Identity other = fp;
+    other.fingerprint_sha256 = std::string(64, 'b');
+    other.trust = "carequality";
+    const auto prepared_other = engine.prepare(other);
+    Identity moved = other;
+    moved.trust = "directtrust";
+    moved.hipaa = {"covered-entity"};
+    CHECK(engine.evaluate(moved, r, prepared_other.get()).rule == "by-hipaa");
+    CHECK(same(moved, prepared_other.get()));
+  }
+  SUBCASE("identities without a fingerprint are compared field by field") {
+    Identity a;
+    a.present = true;
+    a.san_uri = {"https://apps.example.org/other"};
+    Identity b = a;
+    b.san_uri = {"https://apps.example.org/ehr"};
+    const auto prepared_a = engine.prepare(a);
+    CHECK(engine.evaluate(a, r, prepared_a.get()).rule == "default");
+    CHECK(engine.evaluate(b, r, prepared_a.get()).rule == "by-san");
+    Identity c = a;
+    c.subject.attributes = {{"CN", "x"}};
+    CHECK(same(c, prepared_a.get()));
+  }
+  SUBCASE("anonymous") {
+    const auto prepared_anon = engine.prepare(Identity{});
+    CHECK(engine.evaluate(Identity{}, r, prepared_anon.get()).rule == "default");
+    CHECK(engine.evaluate(fp, r, prepared_anon.get()).rule == "by-fingerprint");
+  }
+  SUBCASE("another engine's preparation, or none") {
+    const auto p2 = load(
+        "default: deny\nrules:\n  - name: by-trust\n    effect: allow\n    when: {trust: "
+        "[directtrust]}\n");
+    const auto& engine2 = dynamic_cast<const Engine&>(*p2);
+    const auto foreign = engine2.prepare(fp);
+    CHECK(engine2.evaluate(fp, r, foreign.get()).rule == "by-trust");
+    CHECK(engine.evaluate(fp, r, foreign.get()).rule == "by-fingerprint");
+    CHECK(engine.evaluate(fp, r, nullptr).rule == "by-fingerprint");
+  }
 }
