@@ -712,6 +712,8 @@ void Connection::upstream_failed(UpstreamError kind) {
 void Connection::on_up_read() {
   if (!up_ || dead_) return;
   const bool read_failed = !top_up_upstream_input();
+  // Even when this read completes the response, a connection whose read failed is not pooled.
+  if (read_failed) up_->broken = true;
   relay_response();
   if (dead_) return;
   if (read_failed && up_) {
