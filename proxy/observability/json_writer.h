@@ -40,28 +40,10 @@ class JsonWriter {
  public:
   explicit JsonWriter(std::string& out) : out_(out) {}
 
-  JsonWriter& begin_object() {
-    separate();
-    out_ += '{';
-    first_ = true;
-    return *this;
-  }
-  JsonWriter& end_object() {
-    out_ += '}';
-    first_ = false;
-    return *this;
-  }
-  JsonWriter& begin_array() {
-    separate();
-    out_ += '[';
-    first_ = true;
-    return *this;
-  }
-  JsonWriter& end_array() {
-    out_ += ']';
-    first_ = false;
-    return *this;
-  }
+  JsonWriter& begin_object() { return open('{'); }
+  JsonWriter& end_object() { return close('}'); }
+  JsonWriter& begin_array() { return open('['); }
+  JsonWriter& end_array() { return close(']'); }
 
   /// An object member's name; the next call writes its value.
   JsonWriter& key(std::string_view k) {
@@ -127,6 +109,17 @@ class JsonWriter {
   }
 
  private:
+  JsonWriter& open(char bracket) {
+    separate();
+    out_ += bracket;
+    first_ = true;
+    return *this;
+  }
+  JsonWriter& close(char bracket) {
+    out_ += bracket;
+    first_ = false;
+    return *this;
+  }
   void separate() {
     if (!first_) out_ += ',';
     first_ = false;
