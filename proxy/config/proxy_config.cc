@@ -27,6 +27,7 @@ using policy::Diagnostic;
 constexpr int kMaxWorkers = 1024;
 constexpr long long kMaxMillis = 24LL * 3600 * 1000;              // one day
 constexpr long long kMaxTicketLifetimeS = 7LL * 24 * 3600;        // TLS 1.3 limit (RFC 8446 4.6.1)
+constexpr long long kMaxSessionCacheSize = 1000000;               // a few KiB each: bounded memory
 constexpr long long kMaxBytes = std::numeric_limits<int>::max();  // keeps size arithmetic in range
 
 /// Header names the proxy sets or that frame the message: an identity header may not reuse them.
@@ -312,8 +313,8 @@ void read_trust(Reader& r, const Entry& e, std::vector<TrustCommunity>& out) {
 }
 
 void read_tls(Reader& r, const Entry& e, TlsSettings& tls) {
-  auto m = r.mapping(
-      e, {"cert", "key", "min_version", "client_cert", "trust", "session_ticket_lifetime_s"});
+  auto m = r.mapping(e, {"cert", "key", "min_version", "client_cert", "trust",
+                         "session_ticket_lifetime_s", "session_cache_size"});
   if (!m) return;
   r.require(*m, e, {"cert", "key", "trust"});
   if (auto it = m->find("cert"); it != m->end()) r.file(it->second, tls.cert);
@@ -338,6 +339,8 @@ void read_tls(Reader& r, const Entry& e, TlsSettings& tls) {
   }
   if (auto it = m->find("session_ticket_lifetime_s"); it != m->end())
     r.integer(it->second, 0, kMaxTicketLifetimeS, tls.session_ticket_lifetime_s);
+  if (auto it = m->find("session_cache_size"); it != m->end())
+    r.integer(it->second, 1, kMaxSessionCacheSize, tls.session_cache_size);
   if (auto it = m->find("trust"); it != m->end()) read_trust(r, it->second, tls.trust);
 }
 

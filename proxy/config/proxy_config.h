@@ -39,6 +39,7 @@ struct TlsSettings {
   ClientCertMode client_cert = ClientCertMode::kRequire;
   std::vector<TrustCommunity> trust;
   int session_ticket_lifetime_s = 300;  ///< extension: how long a resumption ticket stays valid
+  int session_cache_size = 2000;        ///< extension: sessions kept for resumption (all workers)
 };
 
 struct UpstreamSettings {

@@ -38,8 +38,8 @@ constexpr const char* kGroups = "X25519:P-256:P-384";
 struct SslState {
   std::shared_ptr<const TrustStore> trust;
   ClientCertMode mode = ClientCertMode::kRequire;
+  int lifetime_s = 0;                     ///< tls.session_ticket_lifetime_s
   std::optional<VerifyResult> handshake;  ///< set by the verify callback of a full handshake
-  std::optional<VerifyResult> ticket;     ///< restored from an accepted session ticket
 };
 
 void free_state(void* /*parent*/, void* ptr, CRYPTO_EX_DATA* /*ad*/, int /*idx*/, long /*argl*/,
@@ -79,41 +79,21 @@ VerifyResult not_ok(VerifyReason reason, std::string message) {
   return r;
 }
 
-/// Replaces OpenSSL's chain building with TrustStore::verify. In require mode a refused chain fails
-/// the handshake; the X509_V_ERR_* left in the store context picks the alert (certificate_expired,
-/// certificate_revoked, unknown_ca, bad_certificate, ...). In request mode the handshake continues
-/// and the refusal is only recorded: the connection answers 401 later.
-int verify_callback(X509_STORE_CTX* x, void* /*arg*/) {
-  auto* ssl =
-      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx()));
-  SslState* st = state_of(ssl);
-  if (st == nullptr || !st->trust) {
-    // An SSL not made by ServerContext::new_ssl(): nothing to verify with, so refuse.
-    X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
-    return 0;
-  }
-  VerifyResult r = st->trust->verify(X509_STORE_CTX_get0_cert(x), X509_STORE_CTX_get0_untrusted(x),
-                                     std::time(nullptr));
-  st->handshake = r;
-  if (r.ok) {
-    X509_STORE_CTX_set_error(x, X509_V_OK);
-    return 1;
-  }
-  // No resumption ticket for a refused certificate (TLS 1.3 sends tickets after this point; for
-  // TLS 1.2 the ticket is refused when it comes back, see decrypt_ticket()).
-  SSL_set_num_tickets(ssl, 0);
-  X509_STORE_CTX_set_error(x,
-                           r.openssl_error != X509_V_OK ? r.openssl_error : X509_V_ERR_UNSPECIFIED);
-  return st->mode == ClientCertMode::kRequest ? 1 : 0;
-}
-
-// Ticket application data: magic, ok flag, valid_until (8 bytes, big-endian), community name. Only
-// ok outcomes are ever resumed, and only until valid_until: a certificate or CA that expires, or a
-// CRL that goes stale, after the ticket was issued makes the next connection do a full handshake.
+// Resumption uses OpenSSL's server-side session cache (stateful: a TLS 1.3 ticket or a TLS 1.2
+// session id only names a cached session), not encrypted stateless tickets. A resumed connection
+// then finds the client's certificate and chain already parsed in memory instead of decoding them
+// from a ticket on every resumption (the larger part of a resumption's CPU), no long-lived ticket
+// key exists whose theft would expose resumed sessions, and the chain stays known.
+//
+// Every cached session carries the verified outcome as its "ticket application data" (kept with
+// the session in memory): magic, ok flag, valid_until (8 bytes, big-endian), community name. Only
+// ok outcomes are ever resumed, and only until valid_until: the session's timeout is cut to it, so
+// a certificate or CA that expires, or a CRL that goes stale, makes the next connection do a full
+// handshake; peer_verification() checks it again when a session resumes.
 constexpr std::string_view kTicketMagic = "FMP1";
 constexpr std::size_t kTicketHeader = kTicketMagic.size() + 1 + 8;
 
-std::string encode_ticket(const std::optional<VerifyResult>& r) {
+std::string encode_outcome(const std::optional<VerifyResult>& r) {
   std::string out(kTicketMagic);
   const bool ok = r && r->ok;
   out += ok ? '\1' : '\0';
@@ -123,8 +103,8 @@ std::string encode_ticket(const std::optional<VerifyResult>& r) {
   return out;
 }
 
-/// The verified outcome a ticket carries, if it still holds at `now`.
-std::optional<VerifyResult> decode_ticket(const void* data, std::size_t len, std::time_t now) {
+/// The verified outcome a session carries, if it still holds at `now`.
+std::optional<VerifyResult> decode_outcome(const void* data, std::size_t len, std::time_t now) {
   std::string_view s(static_cast<const char*>(data), len);
   if (s.size() <= kTicketHeader || s.substr(0, kTicketMagic.size()) != kTicketMagic)
     return std::nullopt;
@@ -141,40 +121,76 @@ std::optional<VerifyResult> decode_ticket(const void* data, std::size_t len, std
   return r;
 }
 
+std::optional<VerifyResult> session_outcome(SSL_SESSION* session, std::time_t now) {
+  void* data = nullptr;
+  std::size_t len = 0;
+  if (session == nullptr || SSL_SESSION_get0_ticket_appdata(session, &data, &len) != 1 ||
+      data == nullptr)
+    return std::nullopt;
+  return decode_outcome(data, len, now);
+}
+
+/// Stores `outcome` in `session` and cuts its lifetime to what the outcome allows: the configured
+/// lifetime, never past valid_until; an unverified session lives the configured lifetime (it
+/// resumes as what it was: anonymous, or refused).
+bool remember_outcome(SSL_SESSION* session, const std::optional<VerifyResult>& outcome,
+                      int lifetime_s, std::time_t now) {
+  if (session == nullptr) return false;
+  std::string data = encode_outcome(outcome);
+  long timeout = lifetime_s;
+  if (outcome && outcome->ok) {
+    const std::time_t left = outcome->valid_until > now ? outcome->valid_until - now : 0;
+    if (left < timeout) timeout = static_cast<long>(left);
+  }
+  return SSL_SESSION_set1_ticket_appdata(session, data.data(), data.size()) == 1 &&
+         SSL_SESSION_set_timeout(session, timeout) == 1;
+}
+
+/// TLS 1.3: runs for each ticket issued, on the session the ticket will name (a copy of the
+/// resumed one when the handshake resumed).
 int generate_ticket(SSL* ssl, void* /*arg*/) {
   SslState* st = state_of(ssl);
   SSL_SESSION* session = SSL_get_session(ssl);
-  if (session == nullptr) return 0;
-  std::optional<VerifyResult> outcome;
-  if (st != nullptr) outcome = SSL_session_reused(ssl) == 1 ? st->ticket : st->handshake;
-  std::string data = encode_ticket(outcome);
-  return SSL_SESSION_set1_ticket_appdata(session, data.data(), data.size());
+  if (session == nullptr || st == nullptr) return 0;
+  const std::time_t now = std::time(nullptr);
+  const std::optional<VerifyResult> outcome =
+      SSL_session_reused(ssl) == 1 ? session_outcome(session, now) : st->handshake;
+  return remember_outcome(session, outcome, st->lifetime_s, now) ? 1 : 0;
 }
 
-SSL_TICKET_RETURN decrypt_ticket(SSL* ssl, SSL_SESSION* session, const unsigned char* /*keyname*/,
-                                 std::size_t /*keyname_len*/, SSL_TICKET_STATUS status,
-                                 void* /*arg*/) {
-  switch (status) {
-    case SSL_TICKET_EMPTY:
-    case SSL_TICKET_NO_DECRYPT:  // e.g. a ticket from before a reload: full handshake, new ticket
-      return SSL_TICKET_RETURN_IGNORE_RENEW;
-    case SSL_TICKET_SUCCESS:
-    case SSL_TICKET_SUCCESS_RENEW:
-      break;
-    default:
-      return SSL_TICKET_RETURN_ABORT;
-  }
+/// Replaces OpenSSL's chain building with TrustStore::verify. In require mode a refused chain fails
+/// the handshake; the X509_V_ERR_* left in the store context picks the alert (certificate_expired,
+/// certificate_revoked, unknown_ca, bad_certificate, ...). In request mode the handshake continues
+/// and the refusal is only recorded: the connection answers 401 later.
+int verify_callback(X509_STORE_CTX* x, void* /*arg*/) {
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx()));
   SslState* st = state_of(ssl);
-  void* data = nullptr;
-  std::size_t len = 0;
-  if (st == nullptr || SSL_SESSION_get0_ticket_appdata(session, &data, &len) != 1 ||
-      data == nullptr)
-    return SSL_TICKET_RETURN_IGNORE_RENEW;
-  std::optional<VerifyResult> restored = decode_ticket(data, len, std::time(nullptr));
-  if (!restored)
-    return SSL_TICKET_RETURN_IGNORE_RENEW;  // unverified or no longer valid: full handshake
-  st->ticket = std::move(restored);
-  return status == SSL_TICKET_SUCCESS_RENEW ? SSL_TICKET_RETURN_USE_RENEW : SSL_TICKET_RETURN_USE;
+  if (st == nullptr || !st->trust) {
+    // An SSL not made by ServerContext::new_ssl(): nothing to verify with, so refuse.
+    X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+  }
+  const std::time_t now = std::time(nullptr);
+  VerifyResult r =
+      st->trust->verify(X509_STORE_CTX_get0_cert(x), X509_STORE_CTX_get0_untrusted(x), now);
+  st->handshake = r;
+  if (r.ok) {
+    // The session being negotiated: TLS 1.2 caches it by session id when the handshake ends, so
+    // it carries the outcome from here; TLS 1.3 sets it again when the ticket is issued.
+    if (!remember_outcome(SSL_get_session(ssl), st->handshake, st->lifetime_s, now)) {
+      X509_STORE_CTX_set_error(x, X509_V_ERR_OUT_OF_MEM);
+      return 0;
+    }
+    X509_STORE_CTX_set_error(x, X509_V_OK);
+    return 1;
+  }
+  // No resumption for a refused certificate: TLS 1.3 sends its ticket after this point; a TLS 1.2
+  // session is taken out of the cache by peer_verification().
+  SSL_set_num_tickets(ssl, 0);
+  X509_STORE_CTX_set_error(x,
+                           r.openssl_error != X509_V_OK ? r.openssl_error : X509_V_ERR_UNSPECIFIED);
+  return st->mode == ClientCertMode::kRequest ? 1 : 0;
 }
 
 int no_password(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*u*/) {
@@ -329,8 +345,11 @@ std::shared_ptr<const ServerContext> ServerContext::build(const ProxyConfig& con
 #ifdef SSL_OP_NO_CLIENT_RENEGOTIATION
   options |= SSL_OP_NO_CLIENT_RENEGOTIATION;
 #endif
+  // A client that closes without close_notify (many do) ends its connection cleanly: HTTP framing,
+  // not TLS, tells a complete request from a cut one. Otherwise OpenSSL treats that EOF as a fatal
+  // error and drops the client's session from the cache, so it could never resume.
+  options |= SSL_OP_IGNORE_UNEXPECTED_EOF;
   SSL_CTX_set_options(ctx, options);
-  SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
   // Idle connections give their 16 KiB+ read/write buffers back: thousands of kept-alive clients
   // then cost little memory.
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
@@ -353,20 +372,25 @@ std::shared_ptr<const ServerContext> ServerContext::build(const ProxyConfig& con
   SSL_CTX_set_cert_verify_callback(ctx, verify_callback, nullptr);
   if (!set_client_ca_list(ctx, *sc->trust_)) diags.add(top, "cannot build the client CA list");
 
-  // Resumption: stateless tickets only (no server-side cache), one per handshake, keyed by this
-  // SSL_CTX's own random ticket keys (so none survives a reload), carrying the verified community.
-  // The random session-id context also keeps sessions from ever matching another context.
+  // Resumption: this SSL_CTX's own session cache (shared by the workers, bounded, dropped with the
+  // context on a reload), one TLS 1.3 ticket per handshake naming a cached session, the verified
+  // community kept with each session. The random session-id context also keeps sessions from ever
+  // matching another context. A lifetime of 0 turns resumption off.
   std::array<unsigned char, SSL_MAX_SID_CTX_LENGTH> sid_ctx{};
   if (RAND_bytes(sid_ctx.data(), static_cast<int>(sid_ctx.size())) != 1 ||
       SSL_CTX_set_session_id_context(ctx, sid_ctx.data(), static_cast<unsigned>(sid_ctx.size())) !=
           1) {
     diags.add(top, "cannot set the session id context: " + drain_openssl_errors());
   }
-  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  sc->lifetime_s_ = tls.session_ticket_lifetime_s;
+  const bool resume = tls.session_ticket_lifetime_s > 0;
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);  // stateful: tickets name cached sessions
+  SSL_CTX_set_session_cache_mode(ctx, resume ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
+  SSL_CTX_sess_set_cache_size(ctx, tls.session_cache_size);
   SSL_CTX_set_timeout(ctx, static_cast<long>(tls.session_ticket_lifetime_s));
-  SSL_CTX_set_num_tickets(ctx, 1);
-  if (SSL_CTX_set_session_ticket_cb(ctx, generate_ticket, decrypt_ticket, nullptr) != 1) {
-    diags.add(top, "cannot set the session ticket callbacks");
+  SSL_CTX_set_num_tickets(ctx, resume ? 1 : 0);
+  if (SSL_CTX_set_session_ticket_cb(ctx, generate_ticket, nullptr, nullptr) != 1) {
+    diags.add(top, "cannot set the session ticket callback");
   }
   if (!diags.empty()) throw policy::ConfigError(diags.take());
   ERR_clear_error();
@@ -378,7 +402,7 @@ ssl::SslPtr ServerContext::new_ssl() const {
   if (idx < 0) return nullptr;
   ssl::SslPtr ssl(SSL_new(ctx_.get()));
   if (!ssl) return nullptr;
-  auto* st = new (std::nothrow) SslState{trust_, mode_, std::nullopt, std::nullopt};
+  auto* st = new (std::nothrow) SslState{trust_, mode_, lifetime_s_, std::nullopt};
   if (st == nullptr) return nullptr;
   if (SSL_set_ex_data(ssl.get(), idx, st) != 1) {
     delete st;
@@ -396,13 +420,21 @@ PeerVerification ServerContext::peer_verification(SSL* ssl) const {
   }
   if (SSL_session_reused(ssl) == 1) {
     pv.resumed = true;
-    pv.result = st->ticket
-                    ? *st->ticket
-                    : not_ok(VerifyReason::kOther, "resumed session without a verified identity");
+    std::optional<VerifyResult> stored = session_outcome(SSL_get_session(ssl), std::time(nullptr));
+    if (stored) {
+      pv.result = std::move(*stored);
+    } else if (SSL_get0_peer_certificate(ssl) == nullptr) {
+      pv.result = not_ok(VerifyReason::kNoCertificate, "no client certificate");  // anonymous
+    } else {
+      pv.result = not_ok(VerifyReason::kOther, "resumed session without a verified identity");
+    }
     return pv;
   }
   if (st->handshake) {
     pv.result = *st->handshake;
+    // A refused certificate (request mode) never resumes: TLS 1.2 cached its session when the
+    // handshake ended; take it out (TLS 1.3 issued no ticket).
+    if (!pv.result.ok) SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get_session(ssl));
     return pv;
   }
   if (SSL_get0_peer_certificate(ssl) != nullptr) {  // cannot happen: a certificate is always judged

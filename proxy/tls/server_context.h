@@ -1,5 +1,5 @@
 // The listener's SSL_CTX: server certificate, TLS versions and ciphers, client-certificate policy,
-// verification through TrustStore, and session tickets that keep the verified identity.
+// verification through TrustStore, and a session cache whose sessions keep the verified identity.
 #pragma once
 
 #include <memory>
@@ -22,8 +22,8 @@ struct PeerVerification {
 };
 
 /// Owns an SSL_CTX built from the config; immutable after construction, shared by all workers.
-/// A reload builds a new ServerContext (new ticket keys too, so old tickets do not resume across a
-/// reload that may have changed trust or CRLs) and new connections use it.
+/// A reload builds a new ServerContext (with its own, empty session cache, so no session resumes
+/// across a reload that may have changed trust or CRLs) and new connections use it.
 class ServerContext {
  public:
   /// Throws policy::ConfigError (positioned at proxy.yaml) when a file is bad or the key does not
@@ -50,6 +50,7 @@ class ServerContext {
   std::shared_ptr<const TrustStore> trust_;
   std::time_t server_not_after_ = 0;
   ClientCertMode mode_ = ClientCertMode::kRequire;
+  int lifetime_s_ = 0;
 };
 
 }  // namespace fmp::proxy::tls

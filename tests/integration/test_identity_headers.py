@@ -4,6 +4,7 @@ X-Forwarded-*, and the request itself unchanged (CONTRACT.md "What reaches the F
 
 import base64
 import hashlib
+import ssl
 import unittest
 
 from datapath_fixture import (HIPAA_BUSINESS_ASSOCIATE, HIPAA_COVERED_ENTITY, LOA_3,
@@ -174,6 +175,31 @@ class CertificateHeadersTest(ProxyTestCase):
         self.assertTrue(items[0].startswith(":") and items[0].endswith(":"))
         self.assertEqual(base64.b64decode(items[0][1:-1], validate=True), self.ca.der())
         self.assertNotEqual(self.ca.der(), self.leaf.der())
+
+    def test_a_resumed_session_forwards_the_same_certificate_headers(self):
+        # The session cache keeps the client's certificate and intermediates, so resumption changes
+        # nothing upstream. The client closes without close_notify, as many HTTP clients do: its
+        # session stays resumable.
+        names = ("X-Forwarded-Client-Cert", "Client-Cert", "Client-Cert-Chain") + IDENTITY_NAMES
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            ctx = self.ctx(self.leaf)
+            ctx.maximum_version = version
+            seen = []
+            session = None
+            for _ in range(3):
+                before = len(self.up.requests)
+                conn = client.Connection(ctx, self.proxy.port, session=session)
+                try:
+                    self.assertEqual(conn.request("GET", "/fhir/Patient/1").status, 200)
+                    reused, session = conn.sock.session_reused, conn.sock.session
+                finally:
+                    conn.sock.close()  # no close_notify
+                req = self.up.wait_for_requests(before + 1)[before]
+                seen.append((reused, [req.header_all(n) for n in names]))
+            self.assertEqual([r for r, _ in seen], [False, True, True], version)
+            self.assertEqual(seen[1][1], seen[0][1], version)
+            self.assertEqual(seen[2][1], seen[0][1], version)
+            self.assertEqual(len(seen[0][1][2]), 1)  # the chain header is there
 
     def test_identity_headers_still_present(self):
         req = self.forwarded()

@@ -64,11 +64,12 @@ class ResponseError(Exception):
     """The response could not be read: EOF, bad framing or timeout (message says which)."""
 
 
-def connect(ctx, port, timeout=10.0, host="127.0.0.1"):
-    """A TLS socket to host:port with the handshake done (server name localhost)."""
+def connect(ctx, port, timeout=10.0, host="127.0.0.1", session=None):
+    """A TLS socket to host:port with the handshake done (server name localhost), offering
+    `session` (an ssl.SSLSession of ctx) for resumption."""
     raw = socket.create_connection((host, port), timeout=timeout)
     try:
-        return ctx.wrap_socket(raw, server_hostname=SERVER_HOSTNAME)
+        return ctx.wrap_socket(raw, server_hostname=SERVER_HOSTNAME, session=session)
     except BaseException:
         raw.close()
         raise
@@ -177,9 +178,9 @@ class Connection:
     """One TLS connection for several requests (keep-alive). Raises ssl/OS errors from the
     handshake (e.g. a rejected client certificate) on construction or on the first request."""
 
-    def __init__(self, ctx, port, timeout=10.0):
+    def __init__(self, ctx, port, timeout=10.0, session=None):
         self.port = port
-        self.sock = connect(ctx, port, timeout)
+        self.sock = connect(ctx, port, timeout, session=session)
         self._reader = _SocketReader(self.sock)
 
     def request(self, method, target, headers=None, body=None):

@@ -92,6 +92,7 @@ TEST_CASE("a minimal config gets the documented defaults") {
   CHECK(c.tls.min_version == 0x0303);
   CHECK(c.tls.client_cert == ClientCertMode::kRequire);
   CHECK(c.tls.session_ticket_lifetime_s == 300);
+  CHECK(c.tls.session_cache_size == 2000);
   REQUIRE(c.tls.trust.size() == 1);
   CHECK(c.tls.trust[0].name == "dt");
   CHECK(c.tls.trust[0].ca.path == "dt-ca.pem");
@@ -363,6 +364,8 @@ TEST_CASE("tls enumerations") {
         "p.yaml:5:16: tls.client_cert: expected require or request, got \"optional\"");
   CHECK(contains(error(with_line(4, "  key: k\n  session_ticket_lifetime_s: 604801")),
                  "p.yaml:5:30: tls.session_ticket_lifetime_s: must be an integer in [0, 604800]"));
+  CHECK(contains(error(with_line(4, "  key: k\n  session_cache_size: 0")),
+                 "p.yaml:5:23: tls.session_cache_size: must be an integer in [1, 1000000]"));
 }
 
 TEST_CASE("fhir_base") {

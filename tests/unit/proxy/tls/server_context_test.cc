@@ -3,6 +3,9 @@
 #include <doctest/doctest.h>
 #include <openssl/err.h>
 
+#include <chrono>
+#include <thread>
+
 #include "policy/config_error.h"
 #include "tests/unit/proxy/tls/test_pki.h"
 
@@ -152,6 +155,21 @@ Connection connect(const ServerContext& sc, SSL_CTX* cctx, SSL_SESSION* resume =
   return c;
 }
 
+/// A full handshake that verified, kept open (a server SSL freed without a shutdown takes its
+/// session out of the cache), and the client's session to resume with.
+struct Verified {
+  Connection conn;
+  ssl::SslSessionPtr session;
+};
+
+Verified verified_handshake(const ServerContext& sc, SSL_CTX* cctx) {
+  Verified v{connect(sc, cctx), nullptr};
+  REQUIRE(v.conn.peer.result.ok);
+  v.session.reset(SSL_get1_session(v.conn.client.get()));
+  REQUIRE(v.session);
+  return v;
+}
+
 int alert_of(unsigned long err) {
   return ERR_GET_REASON(err) - SSL_AD_REASON_OFFSET;
 }
@@ -291,6 +309,14 @@ TEST_CASE("request: no certificate completes the handshake as no_certificate") {
     CHECK_FALSE(c.peer.result.ok);
     CHECK(c.peer.result.reason == VerifyReason::kNoCertificate);
     CHECK_FALSE(c.peer.resumed);
+
+    // An anonymous session resumes as what it was: anonymous, not "a certificate that failed".
+    ssl::SslSessionPtr session(SSL_get1_session(c.client.get()));
+    auto again = connect(*sc, cctx.get(), session.get());
+    REQUIRE(again.outcome.server == Step::kDone);
+    CHECK(again.peer.resumed);
+    CHECK_FALSE(again.peer.result.ok);
+    CHECK(again.peer.result.reason == VerifyReason::kNoCertificate);
   }
 }
 
@@ -325,10 +351,7 @@ TEST_CASE("a session ticket resumes with the verified community, but not across 
   for (int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
     CAPTURE(version);
     auto cctx = client_ctx(&env.leaf_a, version);
-    auto first = connect(*sc, cctx.get());
-    REQUIRE(first.peer.result.ok);
-    ssl::SslSessionPtr session(SSL_get1_session(first.client.get()));
-    REQUIRE(session);
+    auto [first, session] = verified_handshake(*sc, cctx.get());
     REQUIRE(SSL_SESSION_is_resumable(session.get()) == 1);
 
     auto second = connect(*sc, cctx.get(), session.get());
@@ -339,7 +362,8 @@ TEST_CASE("a session ticket resumes with the verified community, but not across 
     CHECK(second.peer.result.community == "alpha");
     CHECK(SSL_get0_peer_certificate(second.server.get()) != nullptr);
 
-    // A reload builds a new context with new ticket keys: a full handshake, verified again.
+    // A reload builds a new context with its own, empty session cache: a full handshake, verified
+    // again.
     auto reloaded = ServerContext::build(env.config(ClientCertMode::kRequire));
     auto third = connect(*reloaded, cctx.get(), session.get());
     REQUIRE(third.outcome.server == Step::kDone);
@@ -347,6 +371,94 @@ TEST_CASE("a session ticket resumes with the verified community, but not across 
     CHECK_FALSE(third.peer.resumed);
     CHECK(third.peer.result.ok);
     CHECK(third.peer.result.community == "alpha");
+  }
+}
+
+TEST_CASE("a resumed session keeps the client's chain; its lifetime ends with the certificate") {
+  Env env;
+  auto short_spec = env.leaf("client a, expiring", 12);
+  short_spec.not_after = env.now + 100;
+  const pki::Issued expiring = pki::issue(short_spec, &env.int_a);
+  auto sc = ServerContext::build(env.config(ClientCertMode::kRequire));
+  for (int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    CAPTURE(version);
+    auto cctx = client_ctx(&env.leaf_a, version);
+    REQUIRE(SSL_CTX_add1_chain_cert(cctx.get(), env.int_a.cert.get()) == 1);
+    auto [first, session] = verified_handshake(*sc, cctx.get());
+    // The configured lifetime: the certificate, its CAs and (no) CRLs are valid far longer.
+    CHECK(SSL_SESSION_get_timeout(SSL_get_session(first.server.get())) == 300);
+    auto second = connect(*sc, cctx.get(), session.get());
+    REQUIRE(second.peer.resumed);
+    CHECK(second.peer.result.community == "alpha");
+    // The cached session still holds what the client sent, intermediate included.
+    STACK_OF(X509)* chain = SSL_get_peer_cert_chain(second.server.get());
+    REQUIRE(chain != nullptr);
+    bool has_intermediate = false;
+    for (int i = 0; i < sk_X509_num(chain); ++i)
+      has_intermediate |= X509_cmp(sk_X509_value(chain, i), env.int_a.cert.get()) == 0;
+    CHECK(has_intermediate);
+    // The session issued on resumption (TLS 1.3) keeps the outcome and the remaining lifetime.
+    CHECK(SSL_SESSION_get_timeout(SSL_get_session(second.server.get())) <= 300);
+    CHECK(SSL_SESSION_get_timeout(SSL_get_session(second.server.get())) >= 298);
+
+    auto ectx = client_ctx(&expiring, version);
+    auto e = connect(*sc, ectx.get());
+    REQUIRE(e.peer.result.ok);
+    const long timeout = SSL_SESSION_get_timeout(SSL_get_session(e.server.get()));
+    CHECK(timeout <= 100);  // never past the certificate's notAfter
+    CHECK(timeout >= 98);
+  }
+}
+
+TEST_CASE("a session past its lifetime does a full handshake; lifetime 0 never resumes") {
+  Env env;
+  auto config = env.config(ClientCertMode::kRequire);
+  config.tls.session_ticket_lifetime_s = 1;
+  auto sc = ServerContext::build(config);
+  config.tls.session_ticket_lifetime_s = 0;
+  auto never = ServerContext::build(config);
+  for (int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    CAPTURE(version);
+    auto cctx = client_ctx(&env.leaf_a, version);
+    auto [first, session] = verified_handshake(*sc, cctx.get());
+    CHECK(connect(*sc, cctx.get(), session.get()).peer.resumed);  // within its second
+    std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+    auto late = connect(*sc, cctx.get(), session.get());
+    REQUIRE(late.outcome.server == Step::kDone);
+    CHECK_FALSE(late.peer.resumed);
+    CHECK(late.peer.result.ok);
+
+    auto a = connect(*never, cctx.get());
+    REQUIRE(a.peer.result.ok);
+    ssl::SslSessionPtr s2(SSL_get1_session(a.client.get()));
+    auto b = connect(*never, cctx.get(), s2.get());
+    REQUIRE(b.outcome.server == Step::kDone);
+    CHECK_FALSE(b.peer.resumed);
+  }
+}
+
+TEST_CASE("the session cache holds at most session_cache_size sessions, oldest out first") {
+  Env env;
+  auto config = env.config(ClientCertMode::kRequire);
+  config.tls.session_cache_size = 3;
+  auto sc = ServerContext::build(config);
+  CHECK(SSL_CTX_sess_get_cache_size(sc->native()) == 3);
+  for (int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    CAPTURE(version);
+    SSL_CTX_flush_sessions(sc->native(), 0);
+    auto cctx = client_ctx(&env.leaf_a, version);
+    std::vector<Connection> full;
+    for (int i = 0; i < 5; ++i) {
+      full.push_back(connect(*sc, cctx.get()));
+      REQUIRE(full.back().peer.result.ok);
+    }
+    // OpenSSL 3.0 makes room before it counts the new session, so a full cache holds size - 1.
+    CHECK(SSL_CTX_sess_number(sc->native()) <= 3);
+    CHECK(SSL_CTX_sess_number(sc->native()) >= 2);
+    ssl::SslSessionPtr oldest(SSL_get1_session(full.front().client.get()));
+    ssl::SslSessionPtr newest(SSL_get1_session(full.back().client.get()));
+    CHECK_FALSE(connect(*sc, cctx.get(), oldest.get()).peer.resumed);
+    CHECK(connect(*sc, cctx.get(), newest.get()).peer.resumed);
   }
 }
 
