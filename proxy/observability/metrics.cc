@@ -309,6 +309,11 @@ Metrics::Metrics()
                       .Name("fhir_mtls_proxy_tls_handshakes_total")
                       .Help("Downstream TLS handshakes by result and failure reason.")
                       .Register(*registry_)),
+      resumed_family_(prometheus::BuildCounter()
+                          .Name("fhir_mtls_proxy_tls_sessions_resumed_total")
+                          .Help("Successful downstream handshakes that resumed a cached TLS "
+                                "session (part of tls_handshakes_total{result=\"success\"}).")
+                          .Register(*registry_)),
       upstream_errors_(prometheus::BuildCounter()
                            .Name("fhir_mtls_proxy_upstream_errors_total")
                            .Help("Failed upstream exchanges by kind.")
@@ -375,6 +380,7 @@ Metrics::Metrics()
   for (std::size_t i = 0; i < response_counters_.size(); ++i) {
     response_counters_[i] = &responses_.Add(labels({{"code_class", classes[i]}}));
   }
+  resumed_ = &resumed_family_.Add({});
   reload_success_ = &reloads_.Add(labels({{"result", "success"}}));
   reload_failure_ = &reloads_.Add(labels({{"result", "failure"}}));
   audit_dropped_ = &audit_dropped_family_.Add({});
@@ -442,6 +448,10 @@ void Metrics::observe_upstream(double seconds) {
 
 void Metrics::count_handshake(bool ok, tls::VerifyReason reason) {
   handshake_counters_[handshake_slot(ok, reason)]->Increment();
+}
+
+void Metrics::count_resumed() {
+  resumed_->Increment();
 }
 
 void Metrics::count_upstream_error(UpstreamError kind) {

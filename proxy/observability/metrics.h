@@ -109,6 +109,9 @@ class Metrics {
   /// result="failure" with the reason (kNone on a failure is counted as "other").
   void count_handshake(bool ok, tls::VerifyReason reason);
 
+  /// tls_sessions_resumed_total: successful handshakes that resumed a cached TLS session.
+  void count_resumed();
+
   void count_upstream_error(UpstreamError kind);
 
   /// responses_total{code_class}: statuses 200..599 sent downstream; others (1xx interim) not
@@ -163,6 +166,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Counter>& fhir_requests_;
   prometheus::Family<prometheus::Counter>& handshakes_;
+  prometheus::Family<prometheus::Counter>& resumed_family_;
   prometheus::Family<prometheus::Counter>& upstream_errors_;
   prometheus::Family<prometheus::Counter>& responses_;
   prometheus::Family<prometheus::Counter>& reloads_;
@@ -179,6 +183,7 @@ class Metrics {
   std::array<prometheus::Counter*, kHandshakeSlots> handshake_counters_{};
   std::array<prometheus::Counter*, kUpstreamErrorCount> upstream_error_counters_{};
   std::array<prometheus::Counter*, 4> response_counters_{};  // 2xx..5xx
+  prometheus::Counter* resumed_ = nullptr;
   prometheus::Counter* reload_success_ = nullptr;
   prometheus::Counter* reload_failure_ = nullptr;
   prometheus::Counter* audit_dropped_ = nullptr;

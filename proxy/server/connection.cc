@@ -264,8 +264,10 @@ void Connection::handshake_done() {
     build_identity_block(worker_.state()->config.identity_headers);
 
     metrics.count_handshake(true, tls::VerifyReason::kNone);
+    if (pv.resumed) metrics.count_resumed();
   } else if (pv.result.reason == tls::VerifyReason::kNoCertificate) {
     metrics.count_handshake(true, tls::VerifyReason::kNone);  // anonymous, as `request` allows
+    if (pv.resumed) metrics.count_resumed();
   } else {
     // `client_cert: request` and a certificate that failed verification: never downgraded to
     // anonymous; every request on this connection gets 401.

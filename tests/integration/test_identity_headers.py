@@ -181,7 +181,9 @@ class CertificateHeadersTest(ProxyTestCase):
         # nothing upstream. The client closes without close_notify, as many HTTP clients do: its
         # session stays resumable.
         names = ("X-Forwarded-Client-Cert", "Client-Cert", "Client-Cert-Chain") + IDENTITY_NAMES
+        resumed = "fhir_mtls_proxy_tls_sessions_resumed_total"
         for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            resumed_before = self.proxy.metric(resumed)
             ctx = self.ctx(self.leaf)
             ctx.maximum_version = version
             seen = []
@@ -197,6 +199,7 @@ class CertificateHeadersTest(ProxyTestCase):
                 req = self.up.wait_for_requests(before + 1)[before]
                 seen.append((reused, [req.header_all(n) for n in names]))
             self.assertEqual([r for r, _ in seen], [False, True, True], version)
+            self.assertEqual(self.proxy.metric(resumed), resumed_before + 2, version)
             self.assertEqual(seen[1][1], seen[0][1], version)
             self.assertEqual(seen[2][1], seen[0][1], version)
             self.assertEqual(len(seen[0][1][2]), 1)  # the chain header is there

@@ -477,6 +477,7 @@ class PrometheusIntegrationTest(unittest.TestCase):
             self.assertSeries("responses_total", {"code_class": cls_}, t.responses.get(cls_, 0))
         self.assertSeries("tls_handshakes_total", {"result": "success"}, t.handshakes_ok)
         self.assertSeries("tls_handshakes_total", {"result": "failure", "reason": "untrusted"}, 1)
+        self.assertSeries("tls_sessions_resumed_total", {}, 0)  # every request: a new session
         self.assertSeries("upstream_errors_total", {}, 1)
         self.assertSeries("upstream_errors_total", {"kind": "connect"}, 1)
         self.assertSeries("policy_reloads_total", {"result": "success"}, 1)

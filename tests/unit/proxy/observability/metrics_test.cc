@@ -175,6 +175,8 @@ TEST_CASE("handshakes, upstream errors, responses, gauges, reloads, expiry") {
   m.count_handshake(true, VerifyReason::kExpired);  // ok wins: success/none
   m.count_handshake(false, VerifyReason::kExpired);
   m.count_handshake(false, VerifyReason::kNone);  // a failure without a reason is "other"
+  const std::string before = m.render();
+  m.count_resumed();
   m.count_upstream_error(obs::UpstreamError::kTimeout);
   m.count_response(200);
   m.count_response(204);
@@ -205,6 +207,9 @@ TEST_CASE("handshakes, upstream errors, responses, gauges, reloads, expiry") {
       "1");
   CHECK(sample(text, R"(fhir_mtls_proxy_tls_handshakes_total{reason="other",result="failure"})") ==
         "1");
+  CHECK(sample(before, "fhir_mtls_proxy_tls_sessions_resumed_total") ==
+        "0");  // there from the start
+  CHECK(sample(text, "fhir_mtls_proxy_tls_sessions_resumed_total") == "1");
   CHECK(sample(text, R"(fhir_mtls_proxy_upstream_errors_total{kind="timeout"})") == "1");
   CHECK(sample(text, R"(fhir_mtls_proxy_upstream_errors_total{kind="connect"})") == "0");
   CHECK(sample(text, R"(fhir_mtls_proxy_responses_total{code_class="2xx"})") == "2");
