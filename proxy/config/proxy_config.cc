@@ -27,7 +27,7 @@ using policy::Diagnostic;
 constexpr int kMaxWorkers = 1024;
 constexpr long long kMaxMillis = 24LL * 3600 * 1000;              // one day
 constexpr long long kMaxTicketLifetimeS = 7LL * 24 * 3600;        // TLS 1.3 limit (RFC 8446 4.6.1)
-constexpr long long kMaxSessionCacheSize = 1000000;               // a few KiB each: bounded memory
+constexpr long long kMaxSessionCacheSize = 100000;                // ~13 KiB each: ~1.3 GiB at most
 constexpr long long kMaxBytes = std::numeric_limits<int>::max();  // keeps size arithmetic in range
 
 /// Header names the proxy sets or that frame the message: an identity header may not reuse them.

@@ -59,11 +59,15 @@ class StateHolder {
     return state_;
   }
   void set(StatePtr s) {
+    const tls::ServerContext* next_tls = s ? s->tls.get() : nullptr;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       state_.swap(s);
       version_.fetch_add(1, std::memory_order_release);
     }
+    // The replaced TLS context's sessions were verified against the old trust bundles and CRLs:
+    // none resumes from here on (its connections keep it alive, but not its cache).
+    if (s && s->tls && s->tls.get() != next_tls) s->tls->forget_sessions();
   }  // the old snapshot is released here, outside the lock, when `s` goes
   /// Changes with every set(): a reader compares it to decide whether its copy is current.
   std::uint64_t version() const { return version_.load(std::memory_order_acquire); }

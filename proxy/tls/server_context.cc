@@ -85,21 +85,26 @@ VerifyResult not_ok(VerifyReason reason, std::string message) {
 // from a ticket on every resumption (the larger part of a resumption's CPU), no long-lived ticket
 // key exists whose theft would expose resumed sessions, and the chain stays known.
 //
-// Every cached session carries the verified outcome as its "ticket application data" (kept with
-// the session in memory): magic, ok flag, valid_until (8 bytes, big-endian), community name. Only
-// ok outcomes are ever resumed, and only until valid_until: the session's timeout is cut to it, so
-// a certificate or CA that expires, or a CRL that goes stale, makes the next connection do a full
-// handshake; peer_verification() checks it again when a session resumes.
+// Known, inside OpenSSL 3.0: a TLS 1.3 resumption from the stateful cache uses the cached session
+// object itself as the connection's session until the new ticket's copy is made, and writes the
+// negotiated group and cipher into it; two workers resuming the same ticket at once write the same
+// values concurrently (a data race ThreadSanitizer would report; harmless values).
+//
+// Only sessions of verified certificates are cached (never_cache() below), each carrying the
+// verified outcome as its "ticket application data" (kept with the session in memory): magic, ok
+// flag, valid_until (8 bytes, big-endian), community name. A session resumes only until
+// valid_until: its timeout ends before it, so a certificate or CA that expires, or a CRL that goes
+// stale, makes the next connection do a full handshake; peer_verification() checks it again when a
+// session resumes.
 constexpr std::string_view kTicketMagic = "FMP1";
 constexpr std::size_t kTicketHeader = kTicketMagic.size() + 1 + 8;
 
-std::string encode_outcome(const std::optional<VerifyResult>& r) {
+std::string encode_outcome(const VerifyResult& r) {
   std::string out(kTicketMagic);
-  const bool ok = r && r->ok;
-  out += ok ? '\1' : '\0';
-  const auto until = static_cast<std::uint64_t>(ok ? r->valid_until : 0);
+  out += r.ok ? '\1' : '\0';
+  const auto until = static_cast<std::uint64_t>(r.ok ? r.valid_until : 0);
   for (int shift = 56; shift >= 0; shift -= 8) out += static_cast<char>((until >> shift) & 0xFFU);
-  if (ok) out += r->community;
+  if (r.ok) out += r.community;
   return out;
 }
 
@@ -130,24 +135,32 @@ std::optional<VerifyResult> session_outcome(SSL_SESSION* session, std::time_t no
   return decode_outcome(data, len, now);
 }
 
-/// Stores `outcome` in `session` and cuts its lifetime to what the outcome allows: the configured
-/// lifetime, never past valid_until; an unverified session lives the configured lifetime (it
-/// resumes as what it was: anonymous, or refused).
-bool remember_outcome(SSL_SESSION* session, const std::optional<VerifyResult>& outcome,
-                      int lifetime_s, std::time_t now) {
+/// Keeps `session` out of the cache: OpenSSL's ssl_update_cache() does not store a server session
+/// with an empty session-id context when the peer is verified (SSL_VERIFY_PEER, always set here).
+/// Only verified sessions are cached: a refused certificate never resumes, and neither anonymous
+/// clients nor failures can push verified partners' sessions out of the bounded cache.
+void never_cache(SSL_SESSION* session) {
+  static constexpr unsigned char kNone = 0;
+  if (session != nullptr) SSL_SESSION_set1_id_context(session, &kNone, 0);
+}
+
+/// Stores a verified `outcome` in `session` and cuts its lifetime to the configured one, ending a
+/// second before valid_until: OpenSSL still resumes a session in the second its timeout ends, and
+/// decode_outcome() already refuses it then.
+bool remember_outcome(SSL_SESSION* session, const VerifyResult& outcome, int lifetime_s,
+                      std::time_t now) {
   if (session == nullptr) return false;
   std::string data = encode_outcome(outcome);
   long timeout = lifetime_s;
-  if (outcome && outcome->ok) {
-    const std::time_t left = outcome->valid_until > now ? outcome->valid_until - now : 0;
-    if (left < timeout) timeout = static_cast<long>(left);
-  }
+  const std::time_t left = outcome.valid_until > now ? outcome.valid_until - now - 1 : 0;
+  if (left < timeout) timeout = static_cast<long>(left);
   return SSL_SESSION_set1_ticket_appdata(session, data.data(), data.size()) == 1 &&
          SSL_SESSION_set_timeout(session, timeout) == 1;
 }
 
 /// TLS 1.3: runs for each ticket issued, on the session the ticket will name (a copy of the
-/// resumed one when the handshake resumed).
+/// resumed one when the handshake resumed). A ticket for anything but a verified, still valid
+/// identity names a session that is never cached, so it resumes nothing.
 int generate_ticket(SSL* ssl, void* /*arg*/) {
   SslState* st = state_of(ssl);
   SSL_SESSION* session = SSL_get_session(ssl);
@@ -155,7 +168,11 @@ int generate_ticket(SSL* ssl, void* /*arg*/) {
   const std::time_t now = std::time(nullptr);
   const std::optional<VerifyResult> outcome =
       SSL_session_reused(ssl) == 1 ? session_outcome(session, now) : st->handshake;
-  return remember_outcome(session, outcome, st->lifetime_s, now) ? 1 : 0;
+  if (!outcome || !outcome->ok) {
+    never_cache(session);
+    return 1;
+  }
+  return remember_outcome(session, *outcome, st->lifetime_s, now) ? 1 : 0;
 }
 
 /// Replaces OpenSSL's chain building with TrustStore::verify. In require mode a refused chain fails
@@ -178,16 +195,17 @@ int verify_callback(X509_STORE_CTX* x, void* /*arg*/) {
   if (r.ok) {
     // The session being negotiated: TLS 1.2 caches it by session id when the handshake ends, so
     // it carries the outcome from here; TLS 1.3 sets it again when the ticket is issued.
-    if (!remember_outcome(SSL_get_session(ssl), st->handshake, st->lifetime_s, now)) {
+    if (!remember_outcome(SSL_get_session(ssl), r, st->lifetime_s, now)) {
       X509_STORE_CTX_set_error(x, X509_V_ERR_OUT_OF_MEM);
       return 0;
     }
     X509_STORE_CTX_set_error(x, X509_V_OK);
     return 1;
   }
-  // No resumption for a refused certificate: TLS 1.3 sends its ticket after this point; a TLS 1.2
-  // session is taken out of the cache by peer_verification().
+  // No resumption for a refused certificate: no TLS 1.3 ticket (sent after this point), and the
+  // TLS 1.2 session is never cached.
   SSL_set_num_tickets(ssl, 0);
+  never_cache(SSL_get_session(ssl));
   X509_STORE_CTX_set_error(x,
                            r.openssl_error != X509_V_OK ? r.openssl_error : X509_V_ERR_UNSPECIFIED);
   return st->mode == ClientCertMode::kRequest ? 1 : 0;
@@ -423,26 +441,33 @@ PeerVerification ServerContext::peer_verification(SSL* ssl) const {
     std::optional<VerifyResult> stored = session_outcome(SSL_get_session(ssl), std::time(nullptr));
     if (stored) {
       pv.result = std::move(*stored);
-    } else if (SSL_get0_peer_certificate(ssl) == nullptr) {
-      pv.result = not_ok(VerifyReason::kNoCertificate, "no client certificate");  // anonymous
-    } else {
-      pv.result = not_ok(VerifyReason::kOther, "resumed session without a verified identity");
+      return pv;
     }
+    // Cannot happen (only verified sessions are cached, and they time out before valid_until);
+    // if it did, the session goes, so it never resumes again.
+    SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get_session(ssl));
+    pv.result = SSL_get0_peer_certificate(ssl) == nullptr
+                    ? not_ok(VerifyReason::kNoCertificate, "no client certificate")
+                    : not_ok(VerifyReason::kOther, "resumed session without a verified identity");
     return pv;
   }
   if (st->handshake) {
     pv.result = *st->handshake;
-    // A refused certificate (request mode) never resumes: TLS 1.2 cached its session when the
-    // handshake ended; take it out (TLS 1.3 issued no ticket).
-    if (!pv.result.ok) SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get_session(ssl));
     return pv;
   }
   if (SSL_get0_peer_certificate(ssl) != nullptr) {  // cannot happen: a certificate is always judged
     pv.result = not_ok(VerifyReason::kOther, "client certificate was not verified");
     return pv;
   }
+  // Anonymous: TLS 1.2 cached the session when the handshake ended (no callback runs for an empty
+  // certificate); take it out. TLS 1.3's ticket names a session that was never cached.
+  SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get_session(ssl));
   pv.result = not_ok(VerifyReason::kNoCertificate, "no client certificate");
   return pv;
+}
+
+void ServerContext::forget_sessions() const {
+  SSL_CTX_flush_sessions(ctx_.get(), 0);  // 0: every session, expired or not
 }
 
 VerifyReason ServerContext::failure_reason(SSL* ssl) const {

@@ -40,6 +40,10 @@ class ServerContext {
   /// Maps a failed handshake (SSL_get_verify_result, alerts, error queue) to a metric reason.
   VerifyReason failure_reason(SSL* ssl) const;
 
+  /// Empties the session cache: a context replaced by a reload resumes nothing more, and its
+  /// sessions' memory goes now rather than when its last connection closes.
+  void forget_sessions() const;
+
   const TrustStore& trust() const { return *trust_; }
   SSL_CTX* native() const { return ctx_.get(); }
   std::time_t server_cert_not_after() const { return server_not_after_; }

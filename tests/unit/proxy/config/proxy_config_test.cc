@@ -365,7 +365,7 @@ TEST_CASE("tls enumerations") {
   CHECK(contains(error(with_line(4, "  key: k\n  session_ticket_lifetime_s: 604801")),
                  "p.yaml:5:30: tls.session_ticket_lifetime_s: must be an integer in [0, 604800]"));
   CHECK(contains(error(with_line(4, "  key: k\n  session_cache_size: 0")),
-                 "p.yaml:5:23: tls.session_cache_size: must be an integer in [1, 1000000]"));
+                 "p.yaml:5:23: tls.session_cache_size: must be an integer in [1, 100000]"));
 }
 
 TEST_CASE("fhir_base") {
