@@ -1014,6 +1014,10 @@ void Connection::close_after_flush() {
 
 void Connection::close_now() {
   if (dead_) return;
+  // A response whose end never came (upstream cut, client or drain deadline gone) is not ended
+  // with close_notify either: for a response that ends when the connection does, close_notify
+  // would tell the client it is complete.
+  const bool cut_response = response_started_ && !audited_;
   if (decided_ && !audited_) {
     // A decided request whose exchange ended early (client gone, upstream cut mid-response, drain
     // deadline) is still audited: the upstream may have acted on it. 499 = client closed first.
@@ -1028,7 +1032,8 @@ void Connection::close_now() {
   if (header_timer_) evtimer_del(header_timer_.get());
   if (down_) {
     if (SSL* ssl = bufferevent_openssl_get_ssl(down_.get())) {
-      SSL_set_quiet_shutdown(ssl, 0);
+      // Quiet: marks the shutdown done (the session stays resumable) without sending anything.
+      SSL_set_quiet_shutdown(ssl, cut_response ? 1 : 0);
       SSL_shutdown(ssl);  // best effort close_notify; the socket closes regardless
     }
     down_.reset();

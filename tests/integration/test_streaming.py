@@ -6,6 +6,9 @@ large and chunked bodies"; bounded memory through backpressure)."""
 import hashlib
 import os
 import re
+import socket
+import ssl
+import struct
 import threading
 import time
 import unittest
@@ -133,6 +136,43 @@ class ResponseStreamingTest(LifecycleTestCase):
             self.assertEqual(sha256(r.body), sha256(body))
         # The proxy keeps serving.
         self.assertEqual(len(raw_up.requests), 1)
+
+    def test_only_a_complete_close_delimited_response_ends_with_close_notify(self):
+        # A close-delimited body ends when the connection does; TLS close_notify is how the client
+        # tells that end from a cut. The upstream either closes (complete) or resets mid-body.
+        def respond(sock, head):
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+            sock.sendall(b"z" * 10_000)
+            if b"/cut" in head.split(b"\r\n", 1)[0]:
+                time.sleep(0.5)  # the proxy relays what came so far
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+        raw_up = RawUpstream(respond)
+        self.addCleanup(raw_up.stop)
+        proxy = self.start_proxy(self.config(raw_up.url))
+
+        def fetch(path):
+            raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=20)
+            with self.ctx().wrap_socket(raw, server_hostname=client.SERVER_HOSTNAME,
+                                        suppress_ragged_eofs=False) as tls:
+                tls.sendall(client.build_request("GET", path, port=proxy.port))
+                data = b""
+                try:
+                    while True:
+                        chunk = tls.recv(65536)
+                        if not chunk:
+                            return data, "close_notify"
+                        data += chunk
+                except (ssl.SSLEOFError, ConnectionResetError) as e:
+                    return data, type(e).__name__
+
+        data, end = fetch("/fhir/Binary/whole")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data[:80])
+        self.assertTrue(data.endswith(b"z" * 10_000))
+        self.assertEqual(end, "close_notify")
+        data, end = fetch("/fhir/Binary/cut")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data[:80])
+        self.assertNotEqual(end, "close_notify", "a cut response must not look complete")
 
     def test_head_gets_headers_without_a_body_and_the_connection_stays_usable(self):
         self.up.route("/fhir/Binary/h", body=b"y" * 1000, headers=[("Content-Length", "1000"),
