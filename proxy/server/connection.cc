@@ -1014,10 +1014,13 @@ void Connection::close_after_flush() {
 
 void Connection::close_now() {
   if (dead_) return;
-  // A response whose end never came (upstream cut, client or drain deadline gone) is not ended
-  // with close_notify either: for a response that ends when the connection does, close_notify
-  // would tell the client it is complete.
-  const bool cut_response = response_started_ && !audited_;
+  // A response whose end never came (upstream cut, client or drain deadline gone), or whose bytes
+  // are not all out, is not ended with close_notify either: for a response that ends when the
+  // connection does, close_notify would tell the client it is complete.
+  const bool cut_response =
+      (response_started_ && !audited_) ||
+      (down_ && (evbuffer_get_length(bufferevent_get_output(down_.get())) > 0 ||
+                 evbuffer_get_length(down_stage_.get()) > 0));
   if (decided_ && !audited_) {
     // A decided request whose exchange ended early (client gone, upstream cut mid-response, drain
     // deadline) is still audited: the upstream may have acted on it. 499 = client closed first.

@@ -90,7 +90,7 @@ VerifyResult not_ok(VerifyReason reason, std::string message) {
 // negotiated group and cipher into it; two workers resuming the same ticket at once write the same
 // values concurrently (a data race ThreadSanitizer would report; harmless values).
 //
-// Only sessions of verified certificates are cached (never_cache() below), each carrying the
+// Only sessions of verified certificates are cached (admit_session() below), each carrying the
 // verified outcome as its "ticket application data" (kept with the session in memory): magic, ok
 // flag, valid_until (8 bytes, big-endian), community name. A session resumes only until
 // valid_until: its timeout ends before it, so a certificate or CA that expires, or a CRL that goes
@@ -135,13 +135,14 @@ std::optional<VerifyResult> session_outcome(SSL_SESSION* session, std::time_t no
   return decode_outcome(data, len, now);
 }
 
-/// Keeps `session` out of the cache: OpenSSL's ssl_update_cache() does not store a server session
-/// with an empty session-id context when the peer is verified (SSL_VERIFY_PEER, always set here).
-/// Only verified sessions are cached: a refused certificate never resumes, and neither anonymous
-/// clients nor failures can push verified partners' sessions out of the bounded cache.
-void never_cache(SSL_SESSION* session) {
-  static constexpr unsigned char kNone = 0;
-  if (session != nullptr) SSL_SESSION_set1_id_context(session, &kNone, 0);
+/// The only way into the session cache (SSL_SESS_CACHE_NO_INTERNAL_STORE: OpenSSL hands every new
+/// server session here instead of storing it): a session enters only with a verified outcome that
+/// still holds. A refused certificate never resumes, and neither anonymous clients nor failures can
+/// push verified partners' sessions out of the bounded cache (an insert evicts when it is full).
+int admit_session(SSL* ssl, SSL_SESSION* session) {
+  if (session_outcome(session, std::time(nullptr)))
+    SSL_CTX_add_session(SSL_get_SSL_CTX(ssl), session);  // takes its own reference
+  return 0;                                              // the caller's reference is not kept
 }
 
 /// Stores a verified `outcome` in `session` and cuts its lifetime to the configured one, ending a
@@ -159,19 +160,19 @@ bool remember_outcome(SSL_SESSION* session, const VerifyResult& outcome, int lif
 }
 
 /// TLS 1.3: runs for each ticket issued, on the session the ticket will name (a copy of the
-/// resumed one when the handshake resumed). A ticket for anything but a verified, still valid
-/// identity names a session that is never cached, so it resumes nothing.
+/// resumed one when the handshake resumed, outcome included). A ticket for anything but a
+/// verified, still valid identity names a session admit_session() keeps out, so it resumes
+/// nothing (the client's next offer of it is a cache miss: a full handshake).
 int generate_ticket(SSL* ssl, void* /*arg*/) {
   SslState* st = state_of(ssl);
   SSL_SESSION* session = SSL_get_session(ssl);
   if (session == nullptr || st == nullptr) return 0;
   const std::time_t now = std::time(nullptr);
+  // On resumption the copy restarts its lifetime now (OpenSSL resets its time), so its timeout
+  // is cut again: never past valid_until.
   const std::optional<VerifyResult> outcome =
       SSL_session_reused(ssl) == 1 ? session_outcome(session, now) : st->handshake;
-  if (!outcome || !outcome->ok) {
-    never_cache(session);
-    return 1;
-  }
+  if (!outcome || !outcome->ok) return 1;
   return remember_outcome(session, *outcome, st->lifetime_s, now) ? 1 : 0;
 }
 
@@ -202,10 +203,9 @@ int verify_callback(X509_STORE_CTX* x, void* /*arg*/) {
     X509_STORE_CTX_set_error(x, X509_V_OK);
     return 1;
   }
-  // No resumption for a refused certificate: no TLS 1.3 ticket (sent after this point), and the
-  // TLS 1.2 session is never cached.
+  // No resumption for a refused certificate: no TLS 1.3 ticket (sent after this point); the
+  // session carries no outcome, so admit_session() keeps it out of the cache.
   SSL_set_num_tickets(ssl, 0);
-  never_cache(SSL_get_session(ssl));
   X509_STORE_CTX_set_error(x,
                            r.openssl_error != X509_V_OK ? r.openssl_error : X509_V_ERR_UNSPECIFIED);
   return st->mode == ClientCertMode::kRequest ? 1 : 0;
@@ -403,7 +403,9 @@ std::shared_ptr<const ServerContext> ServerContext::build(const ProxyConfig& con
   sc->lifetime_s_ = tls.session_ticket_lifetime_s;
   const bool resume = tls.session_ticket_lifetime_s > 0;
   SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);  // stateful: tickets name cached sessions
-  SSL_CTX_set_session_cache_mode(ctx, resume ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_session_cache_mode(
+      ctx, resume ? SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL_STORE : SSL_SESS_CACHE_OFF);
+  SSL_CTX_sess_set_new_cb(ctx, admit_session);
   SSL_CTX_sess_set_cache_size(ctx, tls.session_cache_size);
   SSL_CTX_set_timeout(ctx, static_cast<long>(tls.session_ticket_lifetime_s));
   SSL_CTX_set_num_tickets(ctx, resume ? 1 : 0);
@@ -443,12 +445,11 @@ PeerVerification ServerContext::peer_verification(SSL* ssl) const {
       pv.result = std::move(*stored);
       return pv;
     }
-    // Cannot happen (only verified sessions are cached, and they time out before valid_until);
-    // if it did, the session goes, so it never resumes again.
-    SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get_session(ssl));
-    pv.result = SSL_get0_peer_certificate(ssl) == nullptr
-                    ? not_ok(VerifyReason::kNoCertificate, "no client certificate")
-                    : not_ok(VerifyReason::kOther, "resumed session without a verified identity");
+    // Only verified sessions are cached and they time out before valid_until, but a resumption
+    // accepted in the last second before it can finish after it: refused (fail closed); the
+    // client's next connection does a full handshake.
+    pv.result = not_ok(VerifyReason::kOther,
+                       "resumed session outlived the validity of its certificate, CAs or CRLs");
     return pv;
   }
   if (st->handshake) {
@@ -459,9 +460,6 @@ PeerVerification ServerContext::peer_verification(SSL* ssl) const {
     pv.result = not_ok(VerifyReason::kOther, "client certificate was not verified");
     return pv;
   }
-  // Anonymous: TLS 1.2 cached the session when the handshake ended (no callback runs for an empty
-  // certificate); take it out. TLS 1.3's ticket names a session that was never cached.
-  SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get_session(ssl));
   pv.result = not_ok(VerifyReason::kNoCertificate, "no client certificate");
   return pv;
 }

@@ -415,6 +415,11 @@ TEST_CASE("a resumed session keeps the client's chain; its lifetime ends with th
     // Ends before the certificate's notAfter: OpenSSL still resumes in the second a timeout ends.
     CHECK(timeout <= 99);
     CHECK(timeout >= 97);
+    // A TLS 1.3 resumption restarts the new session's clock: its timeout is cut again.
+    ssl::SslSessionPtr es(SSL_get1_session(e.client.get()));
+    auto resumed = connect(*sc, ectx.get(), es.get());
+    REQUIRE(resumed.peer.resumed);
+    CHECK(SSL_SESSION_get_timeout(SSL_get_session(resumed.server.get())) <= 99);
   }
 }
 
@@ -445,9 +450,9 @@ TEST_CASE("a session past its lifetime does a full handshake; lifetime 0 never r
   }
 }
 
-TEST_CASE("the session cache holds at most session_cache_size sessions, oldest out first") {
+TEST_CASE("the session cache holds at most session_cache_size verified sessions") {
   Env env;
-  auto config = env.config(ClientCertMode::kRequire);
+  auto config = env.config(ClientCertMode::kRequest);
   config.tls.session_cache_size = 3;
   auto sc = ServerContext::build(config);
   CHECK(SSL_CTX_sess_get_cache_size(sc->native()) == 3);
@@ -466,6 +471,21 @@ TEST_CASE("the session cache holds at most session_cache_size sessions, oldest o
     ssl::SslSessionPtr oldest(SSL_get1_session(full.front().client.get()));
     ssl::SslSessionPtr newest(SSL_get1_session(full.back().client.get()));
     CHECK_FALSE(connect(*sc, cctx.get(), oldest.get()).peer.resumed);
+    // Kept open: a server SSL freed without a shutdown takes its session out of the cache.
+    auto again = connect(*sc, cctx.get(), newest.get());
+    CHECK(again.peer.resumed);
+
+    // Anonymous and refused handshakes never enter the cache, so they evict nothing.
+    const long before = SSL_CTX_sess_number(sc->native());
+    const long evicted = SSL_CTX_sess_cache_full(sc->native());
+    auto anonymous_ctx = client_ctx(nullptr, version);
+    auto refused_ctx = client_ctx(&env.leaf_a_expired, version);
+    auto anonymous = connect(*sc, anonymous_ctx.get());
+    auto refused = connect(*sc, refused_ctx.get());
+    CHECK(anonymous.peer.result.reason == VerifyReason::kNoCertificate);
+    CHECK(refused.peer.result.reason == VerifyReason::kExpired);
+    CHECK(SSL_CTX_sess_number(sc->native()) == before);
+    CHECK(SSL_CTX_sess_cache_full(sc->native()) == evicted);
     CHECK(connect(*sc, cctx.get(), newest.get()).peer.resumed);
   }
 }
