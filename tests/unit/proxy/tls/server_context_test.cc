@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "policy/config_error.h"
+#include "proxy/server/runtime_state.h"
 #include "tests/unit/proxy/tls/test_pki.h"
 
 using fmp::policy::ConfigError;
@@ -488,6 +489,25 @@ TEST_CASE("the session cache holds at most session_cache_size verified sessions"
     CHECK(SSL_CTX_sess_cache_full(sc->native()) == evicted);
     CHECK(connect(*sc, cctx.get(), newest.get()).peer.resumed);
   }
+}
+
+TEST_CASE("a reload's StateHolder::set empties the replaced context's session cache") {
+  Env env;
+  auto state = [&] {
+    auto s = std::make_shared<fmp::proxy::server::RuntimeState>();
+    s->tls = ServerContext::build(env.config(ClientCertMode::kRequire));
+    return s;
+  };
+  auto old_state = state();
+  fmp::proxy::server::StateHolder holder(old_state);
+  auto cctx = client_ctx(&env.leaf_a);
+  auto [first, session] = verified_handshake(*old_state->tls, cctx.get());
+  REQUIRE(SSL_CTX_sess_number(old_state->tls->native()) == 1);
+  holder.set(old_state);  // the same snapshot again: nothing replaced, nothing forgotten
+  CHECK(SSL_CTX_sess_number(old_state->tls->native()) == 1);
+  holder.set(state());
+  CHECK(SSL_CTX_sess_number(old_state->tls->native()) == 0);
+  CHECK_FALSE(connect(*old_state->tls, cctx.get(), session.get()).peer.resumed);
 }
 
 TEST_CASE("an SSL that outlives its context still verifies and frees cleanly") {
