@@ -99,12 +99,13 @@ VerifyResult not_ok(VerifyReason reason, std::string message) {
 constexpr std::string_view kTicketMagic = "FMP1";
 constexpr std::size_t kTicketHeader = kTicketMagic.size() + 1 + 8;
 
+/// Only verified outcomes are ever stored (remember_outcome()), so the flag is always set.
 std::string encode_outcome(const VerifyResult& r) {
   std::string out(kTicketMagic);
-  out += r.ok ? '\1' : '\0';
-  const auto until = static_cast<std::uint64_t>(r.ok ? r.valid_until : 0);
+  out += '\1';
+  const auto until = static_cast<std::uint64_t>(r.valid_until);
   for (int shift = 56; shift >= 0; shift -= 8) out += static_cast<char>((until >> shift) & 0xFFU);
-  if (r.ok) out += r.community;
+  out += r.community;
   return out;
 }
 
