@@ -1,5 +1,6 @@
 #include "proxy/observability/metrics_server.h"
 
+#include <event2/bufferevent.h>
 #include <event2/thread.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -100,6 +101,18 @@ std::uint16_t bound_port(int fd) {
   return 0;
 }
 
+// Each scrape connection's bufferevent, made here so that it owns its socket
+// (BEV_OPT_CLOSE_ON_FREE). evhttp's own do not: evhttp_connection_free() then closes the socket
+// right after bufferevent_free(), and when that runs inside the bufferevent's own callback (a
+// "Connection: close" reply finishing in its write callback) the bufferevent is finalized only
+// when that callback returns, so its event_del issues epoll_ctl(EPOLL_CTL_DEL) on a closed fd
+// number, which another thread may have reused meanwhile (libevent 2.1.12 http.c; ThreadSanitizer
+// reported it against a reload's fopen). Owned by the bufferevent, the socket is closed by its
+// finalizer, after the event_del.
+bufferevent* new_connection_bufferevent(event_base* base, void* /*arg*/) {
+  return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+}
+
 void reply(evhttp_request* req, int code, const char* reason, const char* content_type,
            std::string_view body) {
   evkeyvalq* headers = evhttp_request_get_output_headers(req);
@@ -146,6 +159,7 @@ void MetricsServer::start(const std::string& listen) {
   evhttp_set_max_body_size(http.get(), kMaxBodyBytes);
   evhttp_set_timeout(http.get(), kClientTimeoutSeconds);
   evhttp_set_gencb(http.get(), &MetricsServer::on_request, this);
+  evhttp_set_bevcb(http.get(), &new_connection_bufferevent, nullptr);
 
   port_ = bound_port(fd);
   base_ = std::move(base);

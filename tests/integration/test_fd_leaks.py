@@ -155,6 +155,28 @@ class FdLeakTest(LifecycleTestCase):
         self.assertEqual(client.request(ctx, port, "GET", "/fhir/Patient/after").status, 200)
         self.assertLess(time.monotonic() - started, 90)
 
+    def test_metrics_scrapes_leave_no_socket_open(self):
+        # The metrics endpoint's connections are made by the proxy with bufferevents that own their
+        # sockets (so libevent closes each only after removing its events): every one must still be
+        # closed, whether the scraper closes ("Connection: close"), keeps it alive, or leaves early.
+        proxy = self.start_proxy(self.config())
+        pid = proxy.pid
+
+        def scrape_sockets():
+            return [p for p in open_fds(pid)["socket"].values()
+                    if p is not None and p[0] == proxy.metrics_port and p[1] != 0]
+
+        for _ in range(30):
+            self.assertIn("fhir_mtls_proxy_", proxy.metrics_text())  # urllib: Connection: close
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", proxy.metrics_port), timeout=5) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200"))
+                # kept alive: the client closes it
+            with socket.create_connection(("127.0.0.1", proxy.metrics_port), timeout=5) as s:
+                s.sendall(b"GET /metr")  # leaves in the middle of a request
+        self.assertTrue(wait_until(lambda: scrape_sockets() == [], 10), scrape_sockets())
+
 
 if __name__ == "__main__":
     unittest.main()
