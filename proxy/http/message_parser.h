@@ -65,6 +65,8 @@ struct MessageHead {
   std::string_view header(std::string_view name) const;
 };
 
+class HeadStorage;
+
 /// Why a message was refused; maps onto the rejection table.
 enum class ParseError { kNone, kMalformed, kHeadersTooLarge, kBodyTooLarge, kPrematureEof };
 
@@ -74,7 +76,10 @@ class MessageParser {
   enum class Kind { kRequest, kResponse };
   enum class Status { kNeedMore, kDone, kError };
 
-  MessageParser(Kind kind, std::size_t max_header_bytes, std::size_t max_body_bytes);
+  /// `storage`: where the head bytes and the header list are borrowed from and given back to by
+  /// release() (see head_storage.h); null: the parser keeps its own across messages.
+  MessageParser(Kind kind, std::size_t max_header_bytes, std::size_t max_body_bytes,
+                HeadStorage* storage = nullptr);
   MessageParser(const MessageParser&) = delete;
   MessageParser& operator=(const MessageParser&) = delete;
 
@@ -84,6 +89,13 @@ class MessageParser {
   /// kRetainedHeadBytes / kRetainedHeaders by an unusually large head is released instead, so an
   /// idle connection does not keep it.
   void reset(bool head_request = false);
+
+  /// Gives the head bytes and the header list back to the HeadStorage (no-op without one), so
+  /// that the parser holds none until its next complete head. Ends the last head's views: call
+  /// it between messages only.
+  void release();
+  /// Bytes of heap storage this parser holds for heads (capacity), for tests.
+  std::size_t held_bytes() const;
 
   /// Reads a complete head from the front of `in` and drains it. kDone: head() is valid (its views
   /// until the next reset()/read_head()) and the parser is positioned at the body; kNeedMore: not
@@ -120,6 +132,7 @@ class MessageParser {
   static constexpr std::size_t kRetainedHeaders = 64;
 
  private:
+  static const http_parser_settings& settings();
   static int on_message_begin(http_parser* p);
   static int on_url(http_parser* p, const char* at, std::size_t len);
   static int on_status(http_parser* p, const char* at, std::size_t len);
@@ -139,8 +152,8 @@ class MessageParser {
   Kind kind_;
   std::size_t max_header_bytes_;
   std::size_t max_body_bytes_;
+  HeadStorage* storage_;
   http_parser parser_{};
-  http_parser_settings settings_{};
   MessageHead head_;
   /// The current head's bytes as received; head_'s views point here. Its size only grows (to the
   /// largest head seen), so a kept-alive connection copies each head in without allocating;

@@ -93,6 +93,10 @@ const AuditPeer& peer_of(const AuditEvent& e) {
   return e.peer ? *e.peer : kNoPeer;
 }
 
+std::string_view client_address_of(const AuditEvent& e) {
+  return e.client_address ? std::string_view(*e.client_address) : std::string_view();
+}
+
 }  // namespace
 
 std::string_view Rfc3339MsFormatter::format(std::chrono::system_clock::time_point t) {
@@ -137,7 +141,7 @@ void append_json_line(std::string& out, const AuditEvent& e, Rfc3339MsFormatter&
   w.field("time", time.format(e.time));
   w.field("connection_id", e.connection_id);
   w.field("request_id", e.request_id);
-  w.field("client", peer.client_address);
+  w.field("client", client_address_of(e));
   w.field("subject", peer.subject);
   w.key("san_uri").string_array(peer.san_uri);
   w.field("fingerprint", peer.fingerprint);
@@ -218,9 +222,9 @@ void append_fhir_audit_event(std::string& out, const AuditEvent& e, Rfc3339MsFor
     for (const auto& h : peer.hipaa) w.begin_object().field("text", h).end_object();
     w.end_array();
   }
-  if (!peer.client_address.empty()) {
+  if (const std::string_view address = client_address_of(e); !address.empty()) {
     w.key("network").begin_object();
-    w.field("address", peer.client_address);
+    w.field("address", address);
     w.field("type", "2");  // 2 = IP address
     w.end_object();
   }

@@ -18,15 +18,14 @@ namespace fmp::proxy::observability {
 
 class Metrics;
 
-/// Who is on the other end of a connection: fixed for the connection's life, so every audited
-/// request of it shares one copy (no per-request string copies).
+/// Who is on the other end of a connection: derived once per client certificate and shared by
+/// every audited request of every connection presenting it (no per-request string copies).
 struct AuditPeer {
   std::string subject;               ///< RFC 4514 subject DN; "" for anonymous
   std::vector<std::string> san_uri;  ///< SAN URIs of the leaf
   std::string fingerprint;           ///< lowercase hex SHA-256 of the DER leaf
   std::string trust;                 ///< trust community that verified the chain
   std::vector<std::string> hipaa;    ///< HIPAA categories
-  std::string client_address;        ///< "ip:port" of the downstream peer
 };
 
 /// One audited request. Strings are copied as given; the serialisers replace invalid UTF-8
@@ -35,7 +34,8 @@ struct AuditEvent {
   std::chrono::system_clock::time_point time;  ///< when the request was decided
   std::uint64_t connection_id = 0;
   std::uint64_t request_id = 0;
-  std::shared_ptr<const AuditPeer> peer;  ///< null: written as an anonymous peer with no address
+  std::shared_ptr<const AuditPeer> peer;              ///< null: written as an anonymous peer
+  std::shared_ptr<const std::string> client_address;  ///< "ip:port" of the client; null: none
   std::string method;
   std::string path;  ///< path only: the caller strips the query; to_json_line also cuts at '?'
   std::string fhir_resource;

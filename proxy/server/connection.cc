@@ -16,7 +16,6 @@
 #include "policy/fhir_classify.h"
 #include "policy/x509_identity.h"
 #include "proxy/http/forward_head.h"
-#include "proxy/http/identity_headers.h"
 #include "proxy/server/worker.h"
 
 namespace fmp::proxy::server {
@@ -97,15 +96,16 @@ Connection::Connection(Worker& worker, evutil_socket_t fd, const sockaddr* addr,
     : worker_(worker),
       conn_state_(std::move(state)),
       req_parser_(http::MessageParser::Kind::kRequest, conn_state_->config.limits.max_header_bytes,
-                  conn_state_->config.limits.max_body_bytes),
+                  conn_state_->config.limits.max_body_bytes, &worker.head_storage()),
       resp_parser_(http::MessageParser::Kind::kResponse,
                    // An upstream response head may be larger than what clients may send.
                    std::max<std::size_t>(conn_state_->config.limits.max_header_bytes, 65536),
-                   SIZE_MAX) {
+                   SIZE_MAX, &worker.head_storage()) {
   std::uint16_t port = 0;
   client_ip_ = ip_of(addr, port);
-  client_address_ = (addr->sa_family == AF_INET6 ? "[" + client_ip_ + "]" : client_ip_) + ":" +
-                    std::to_string(port);
+  client_address_ = std::make_shared<const std::string>(
+      (addr->sa_family == AF_INET6 ? "[" + client_ip_ + "]" : client_ip_) + ":" +
+      std::to_string(port));
   id_ = worker_.next_connection_id();
   down_stage_.reset(evbuffer_new());
   ssl::SslPtr ssl = conn_state_->tls->new_ssl();
@@ -126,6 +126,14 @@ Connection::Connection(Worker& worker, evutil_socket_t fd, const sockaddr* addr,
 
 Connection::~Connection() {
   if (counted_open_) worker_.services().metrics.connection_closed();
+  release_head_storage();  // for the worker's next connections
+}
+
+// Head buffers are borrowed from the worker while a message is handled (head_storage.h).
+void Connection::release_head_storage() {
+  req_parser_.release();
+  resp_parser_.release();
+  worker_.head_storage().give(std::move(upstream_head_));
 }
 
 bool Connection::start() {
@@ -217,8 +225,9 @@ void Connection::on_down_event(short events) {
     return;
   }
   if (events & BEV_EVENT_TIMEOUT) {
-    worker_.services().log.info("client connection idle timeout",
-                                {{"connection", std::to_string(id_)}, {"client", client_address_}});
+    worker_.services().log.info(
+        "client connection idle timeout",
+        {{"connection", std::to_string(id_)}, {"client", *client_address_}});
   }
   // EOF or error from the client: like nginx, a client that closes its side is taken to have
   // abandoned the request (TLS half-close is not supported); the upstream exchange is cut too.
@@ -242,7 +251,7 @@ void Connection::handshake_failed() {
   worker_.services().metrics.count_handshake(false, reason);
   worker_.services().log.info(
       "TLS handshake failed",
-      {{"client", client_address_}, {"reason", std::string(tls::to_string(reason))}});
+      {{"client", *client_address_}, {"reason", std::string(tls::to_string(reason))}});
   down_phase_ = Down::kClosing;
   close_now();
 }
@@ -259,13 +268,17 @@ void Connection::handshake_done() {
       close_now();
       return;
     }
-    identity_ = policy::extract_identity(leaf, SSL_get_peer_cert_chain(ssl),
-                                         worker_.state()->policy->hipaa(), pv.result.community);
-    build_identity_block(worker_.state()->config.identity_headers);
-
+    client_ = worker_.identities().get(leaf, SSL_get_peer_cert_chain(ssl), pv.result.community,
+                                       worker_.state());
+    if (!client_) {
+      metrics.count_handshake(false, tls::VerifyReason::kOther);  // fail closed
+      close_now();
+      return;
+    }
     metrics.count_handshake(true, tls::VerifyReason::kNone);
     if (pv.resumed) metrics.count_resumed();
   } else if (pv.result.reason == tls::VerifyReason::kNoCertificate) {
+    client_ = worker_.identities().anonymous(worker_.state());
     metrics.count_handshake(true, tls::VerifyReason::kNone);  // anonymous, as `request` allows
     if (pv.resumed) metrics.count_resumed();
   } else {
@@ -275,27 +288,16 @@ void Connection::handshake_done() {
     cert_reason_ = pv.result.reason;
     cert_message_ = pv.result.message;
     X509* leaf = SSL_get0_peer_certificate(ssl);
+    policy::Identity refused;
     if (leaf != nullptr)
-      identity_ = policy::extract_identity(leaf, SSL_get_peer_cert_chain(ssl),
-                                           worker_.state()->policy->hipaa(), "");
-    identity_.present = false;  // the certificate proves nothing
+      refused = policy::extract_identity(leaf, SSL_get_peer_cert_chain(ssl),
+                                         worker_.state()->policy->hipaa(), "");
+    refused.present = false;  // the certificate proves nothing (it is only audited)
+    client_ = make_client_identity(std::move(refused), worker_.state()->config.identity_headers);
     metrics.count_handshake(false, cert_reason_);
   }
   down_phase_ = Down::kHead;
   read_head();
-}
-
-// The identity header block is computed once per connection (and again only after a reload that
-// renames the headers or re-verifies the certificate). The PEM copies it is made from are dropped
-// afterwards: on an idle kept-alive connection they would be kilobytes held for nothing.
-void Connection::build_identity_block(const IdentityHeaderNames& names) {
-  block_names_ = names;
-  identity_block_ = http::identity_header_block(identity_, block_names_);
-  audit_peer_.reset();
-  prepared_policy_.reset();
-  prepared_identity_.reset();
-  std::string().swap(identity_.leaf_pem);
-  std::vector<std::string>().swap(identity_.chain_der_b64);
 }
 
 // ---- requests ----------------------------------------------------------------------------------
@@ -308,7 +310,7 @@ void Connection::arm_header_timer() {
 void Connection::on_header_timeout() {
   if (down_phase_ == Down::kHandshake) {
     worker_.services().metrics.count_handshake(false, tls::VerifyReason::kProtocol);
-    worker_.services().log.info("TLS handshake timed out", {{"client", client_address_}});
+    worker_.services().log.info("TLS handshake timed out", {{"client", *client_address_}});
     close_now();
     return;
   }
@@ -350,7 +352,7 @@ void Connection::reject_malformed() {
   if (err == http::ParseError::kHeadersTooLarge) r = http::Rejection::kHeadersTooLarge;
   if (err == http::ParseError::kBodyTooLarge) r = http::Rejection::kBodyTooLarge;
   worker_.services().log.info("malformed request", {{"connection", std::to_string(id_)},
-                                                    {"client", client_address_},
+                                                    {"client", *client_address_},
                                                     {"error", req_parser_.error_message()}});
   if (response_started_) {
     // Part of the response went out: no rejection can follow it; cut both sides.
@@ -373,28 +375,55 @@ void Connection::reverify() {
   // A reload may have revoked the certificate (new CRL), dropped its trust community or changed
   // the HIPAA mapping: a kept-alive connection is judged again, once, under the new snapshot.
   conn_state_ = req_state_;
-  if (!identity_.present) return;  // anonymous or already refused: nothing to re-check
-  audit_peer_.reset();             // whatever the outcome, the identity is re-derived
-  prepared_policy_.reset();
-  prepared_identity_.reset();
+  if (!client_ || !client_->identity.present) return;  // anonymous or refused: nothing to re-check
   SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
   X509* leaf = ssl != nullptr ? SSL_get0_peer_certificate(ssl) : nullptr;
   STACK_OF(X509)* chain = ssl != nullptr ? SSL_get_peer_cert_chain(ssl) : nullptr;
   const tls::VerifyResult r = leaf != nullptr
                                   ? req_state_->tls->trust().verify(leaf, chain, std::time(nullptr))
                                   : tls::VerifyResult{};
-  if (!r.ok) {
-    cert_invalid_ = true;
-    cert_reason_ = leaf != nullptr ? r.reason : tls::VerifyReason::kOther;
-    identity_.present = false;
-    close_after_response_ = true;
+  ClientIdentityPtr verified =
+      r.ok ? worker_.identities().get(leaf, chain, r.community, req_state_) : nullptr;
+  if (verified) {
+    client_ = std::move(verified);
+  } else {
+    refuse_identity(leaf != nullptr && !r.ok ? r.reason : tls::VerifyReason::kOther);
     worker_.services().log.info("client certificate no longer valid after reload",
                                 {{"connection", std::to_string(id_)},
                                  {"reason", std::string(tls::to_string(cert_reason_))}});
+  }
+}
+
+// The certificate proves nothing any more (a reload re-verified it and it failed, or its identity
+// could not be derived): every further request gets 401 and the connection closes after the
+// current one. The refused identity is kept for the audit log only.
+void Connection::refuse_identity(tls::VerifyReason reason) {
+  cert_invalid_ = true;
+  cert_reason_ = reason;
+  policy::Identity refused = client_ ? client_->identity : policy::Identity{};
+  refused.present = false;
+  client_ = make_client_identity(std::move(refused), req_state_->config.identity_headers);
+  close_after_response_ = true;
+}
+
+// A reload renamed the identity headers (or switched XFCC / RFC 9440 on or off): the block is
+// derived again from the certificate (its PEM copies were dropped once the first one was built).
+void Connection::rename_identity() {
+  if (!client_->identity.present) {
+    client_ = worker_.identities().anonymous(req_state_);
     return;
   }
-  identity_ = policy::extract_identity(leaf, chain, req_state_->policy->hipaa(), r.community);
-  build_identity_block(req_state_->config.identity_headers);
+  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  X509* leaf = ssl != nullptr ? SSL_get0_peer_certificate(ssl) : nullptr;
+  const std::string trust = client_->identity.trust;
+  ClientIdentityPtr renamed =
+      leaf != nullptr
+          ? worker_.identities().get(leaf, SSL_get_peer_cert_chain(ssl), trust, req_state_)
+          : nullptr;
+  if (renamed)
+    client_ = std::move(renamed);
+  else
+    refuse_identity(tls::VerifyReason::kOther);
 }
 
 void Connection::begin_request() {
@@ -413,6 +442,8 @@ void Connection::begin_request() {
   decided_ = got_upstream_bytes_ = false;
   bytes_in_ = bytes_out_ = 0;
   if (req_state_->tls != conn_state_->tls) reverify();
+  if (!cert_invalid_ && client_ && req_state_->config.identity_headers != client_->names)
+    rename_identity();
 
   const auto perr = policy::split_target(head.target, path_, query_);
   if (perr != policy::PathError::kOk) {
@@ -503,13 +534,9 @@ void Connection::decide_and_dispatch() {
   try {
     fhir_ = policy::classify(head.method, path_, query_, cfg.fhir_base, head.header("content-type"),
                              body_);
-    if (prepared_policy_ != req_state_->policy) {
-      // The identity's index lookups, once per connection and policy (the policy is held with
-      // them, so they never outlive it).
-      prepared_policy_ = req_state_->policy;
-      prepared_identity_ = prepared_policy_->prepare(identity_);
-    }
-    decision_ = prepared_policy_->evaluate(identity_, fhir_, prepared_identity_.get());
+    // The identity's index lookups are made once per identity and policy (ClientIdentity).
+    const policy::PreparedIdentity* prepared = client_->prepared_for(req_state_->policy);
+    decision_ = req_state_->policy->evaluate(client_->identity, fhir_, prepared);
   } catch (const std::exception& e) {
     // Fail closed: an error anywhere in classification or evaluation denies.
     decision_ = policy::Decision{};
@@ -524,7 +551,7 @@ void Connection::decide_and_dispatch() {
   metrics.count_fhir(fhir_.interaction, fhir_.resource, label);
 
   if (!decision_.allowed()) {
-    const bool anonymous = !identity_.present;
+    const bool anonymous = !client_->identity.present;
     std::string diagnostics = decision_.rule == "default"
                                   ? std::string("no rule matched")
                                   : "denied by rule \"" + decision_.rule + "\"";
@@ -564,18 +591,10 @@ void Connection::forward() {
     framing.content_length = head.content_length;
   }
   chunked_upstream_ = framing.chunked;
-  if (req_state_->config.identity_headers != block_names_) {
-    // A reload renamed the identity headers (or switched XFCC/RFC 9440): rebuild the block from
-    // the certificate (the PEM copies were dropped once the first block was built).
-    SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
-    X509* leaf = identity_.present && ssl != nullptr ? SSL_get0_peer_certificate(ssl) : nullptr;
-    if (leaf != nullptr)
-      identity_ = policy::extract_identity(leaf, SSL_get_peer_cert_chain(ssl),
-                                           req_state_->policy->hipaa(), identity_.trust);
-    build_identity_block(req_state_->config.identity_headers);
-  }
-  const http::ForwardAdditions add{identity_block_, req_state_->config.identity_headers.rule,
+  const http::ForwardAdditions add{client_->header_block, req_state_->config.identity_headers.rule,
                                    decision_.rule, client_ip_, req_state_->upstream_authority};
+  if (!http::HeadStorage::holds_storage(upstream_head_))
+    upstream_head_ = worker_.head_storage().take_bytes();
   upstream_head_.clear();
   http::append_forward_request_head(upstream_head_, head, *req_state_->reserved, add, framing);
   if (!send_to_upstream()) return;
@@ -792,13 +811,13 @@ void Connection::relay_response() {
         !resp_parser_.message_complete() && !rh.chunked && !rh.content_length;
     if (!keep_alive_ || !request_body_done_ || eof_delimited || draining_)
       close_after_response_ = true;
-    std::string& out = response_head_;
-    out.clear();
+    std::string out = worker_.head_storage().take_bytes();
     http::append_forward_response_head(out, rh, close_after_response_);
     // Room for the head and a small body in one chain, so they leave in one TLS record.
     evbuffer_expand(down_stage_.get(),
                     out.size() + std::min<std::size_t>(evbuffer_get_length(in), kRecordPlaintext));
     evbuffer_add(down_stage_.get(), out.data(), out.size());
+    worker_.head_storage().give(std::move(out));
     if (resp_parser_.message_complete()) {
       release_upstream(rh.keep_alive && request_body_done_);
       finish_response();
@@ -911,6 +930,7 @@ void Connection::wait_for_response() {
 
 void Connection::next_request() {
   req_parser_.reset();
+  release_head_storage();
   // A buffered Bundle may have grown the body buffer to max_body_bytes: not kept while idle.
   if (body_.capacity() > kKeptBodyCapacity) std::string().swap(body_);
   audited_ = false;
@@ -948,19 +968,8 @@ void Connection::audit(int status, std::string_view decision, std::string_view r
   e.time = std::chrono::system_clock::now();
   e.connection_id = id_;
   e.request_id = request_seq_;
-  if (!audit_peer_) {
-    // Built once per identity (handshake, or re-verification after a reload) and shared by every
-    // audit event of the connection.
-    auto peer = std::make_shared<observability::AuditPeer>();
-    peer->subject = identity_.subject.rfc4514;
-    peer->san_uri = identity_.san_uri;
-    peer->fingerprint = identity_.fingerprint_sha256;
-    peer->trust = identity_.trust;
-    peer->hipaa = identity_.hipaa;
-    peer->client_address = client_address_;
-    audit_peer_ = std::move(peer);
-  }
-  e.peer = audit_peer_;
+  if (client_) e.peer = client_->audit_peer;
+  e.client_address = client_address_;
   e.method = req_parser_.head().method;
   e.path = path_;
   e.fhir_resource = fhir_.resource;

@@ -14,13 +14,13 @@
 
 #include "policy/decision.h"
 #include "policy/fhir_request.h"
-#include "policy/identity.h"
 #include "policy/policy.h"
 #include "proxy/event_ptr.h"
 #include "proxy/http/message_parser.h"
 #include "proxy/http/rejection.h"
 #include "proxy/observability/audit.h"
 #include "proxy/observability/metrics.h"
+#include "proxy/server/client_identity.h"
 #include "proxy/server/runtime_state.h"
 #include "proxy/server/upstream_pool.h"
 #include "proxy/tls/trust_store.h"
@@ -83,12 +83,14 @@ class Connection : private http::MessageParser::BodySink {
   void send_down(const char* data, std::size_t len);
   void relay_response();
   void kick_tls_reader();
-  void build_identity_block(const IdentityHeaderNames& names);
+  void refuse_identity(tls::VerifyReason reason);
+  void rename_identity();
   bool top_up_upstream_input();
   void upstream_failed(observability::UpstreamError kind);
   void finish_response();
   void wait_for_response();
   void next_request();
+  void release_head_storage();
 
   void reject(http::Rejection r, std::string_view diagnostics, bool close);
   void reject_malformed();
@@ -110,15 +112,15 @@ class Connection : private http::MessageParser::BodySink {
   ev::EventPtr header_timer_;
   ev::EventPtr resume_event_;  ///< runs read_head() for a pipelined request from the event loop
   std::string client_ip_;
-  std::string client_address_;  ///< ip:port for the audit log
+  std::shared_ptr<const std::string> client_address_;  ///< ip:port, for logs and audit events
   std::uint64_t id_ = 0;
   std::uint64_t request_seq_ = 0;
   bool counted_open_ = false;
 
-  // Identity, fixed for the connection's lifetime.
-  policy::Identity identity_;
-  std::string identity_block_;
-  IdentityHeaderNames block_names_;  ///< the names identity_block_ was built with
+  /// The client's identity (shared with this worker's other connections presenting the same
+  /// certificate chain); set at the end of the handshake, replaced only by a reload that
+  /// re-verifies the certificate or renames the identity headers.
+  ClientIdentityPtr client_;
   bool cert_invalid_ = false;
   tls::VerifyReason cert_reason_ = tls::VerifyReason::kNone;
   std::string cert_message_;
@@ -148,11 +150,7 @@ class Connection : private http::MessageParser::BodySink {
   bool audited_ = false;
   bool decided_ = false;             ///< the current request got a decision (policy or 401)
   bool got_upstream_bytes_ = false;  ///< some response (even interim) came back: never replay
-  std::string upstream_head_;        ///< kept for one retry on a stale pooled connection
-  std::string response_head_;        ///< reused buffer for the response head sent downstream
-  std::shared_ptr<const observability::AuditPeer> audit_peer_;  ///< identity part of audit events
-  policy::PolicyPtr prepared_policy_;  ///< the policy prepared_identity_ was made by (kept alive)
-  std::shared_ptr<const policy::PreparedIdentity> prepared_identity_;
+  std::string upstream_head_;        ///< kept for one retry on a stale pooled connection (borrowed)
   std::unique_ptr<UpstreamConnection> up_;
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;

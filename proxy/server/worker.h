@@ -10,9 +10,11 @@
 #include <unordered_map>
 
 #include "proxy/event_ptr.h"
+#include "proxy/http/head_storage.h"
 #include "proxy/log/logger.h"
 #include "proxy/observability/audit.h"
 #include "proxy/observability/metrics.h"
+#include "proxy/server/client_identity.h"
 #include "proxy/server/runtime_state.h"
 #include "proxy/server/upstream_pool.h"
 
@@ -47,6 +49,8 @@ class Worker {
   event_base* base() const { return base_.get(); }
   const Services& services() const { return services_; }
   UpstreamPool& pool() { return *pool_; }
+  ClientIdentityCache& identities() { return identities_; }
+  http::HeadStorage& head_storage() { return head_storage_; }
   /// The current snapshot (re-read from the StateHolder only after a reload).
   const StatePtr& state() { return state_cache_.current(); }
   bool draining() const { return draining_; }
@@ -70,6 +74,8 @@ class Worker {
   ev::EventPtr stop_event_;
   ev::EventPtr drain_timer_;
   std::unique_ptr<UpstreamPool> pool_;
+  ClientIdentityCache identities_;
+  http::HeadStorage head_storage_;  ///< before connections_: outlives them (they give back to it)
   std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::atomic<int> drain_timeout_ms_{0};
   bool draining_ = false;

@@ -71,6 +71,37 @@ class IdentityHeadersTest(ProxyTestCase):
         self.assertEqual(req.header("X-Client-Subject-DN"), self.leaf.subject_dn)
         self.assertEqual(req.header("X-Client-Issuer-DN"), self.ca.subject_dn)
 
+    def test_each_connection_forwards_its_own_certificate_identity(self):
+        # A worker derives an identity once per certificate chain and shares it between
+        # connections: interleaved connections of different certificates, one of them a
+        # reissue with the very same subject DN (another key, another fingerprint), must each
+        # forward exactly their own.
+        twin = self.client_cert(
+            "ehr-client-reissued",
+            subject={"C": "US", "O": "Example Hospital", "OU": "Clinical Applications",
+                     "CN": "ehr-client"},
+            sans=["URI:" + URI_PLAIN], policies=[HIPAA_COVERED_ENTITY])
+        self.assertEqual(twin.subject_dn, self.leaf.subject_dn)
+        self.assertNotEqual(twin.fingerprint_sha256, self.leaf.fingerprint_sha256)
+        certs = [self.leaf, self.bare, self.leaf, twin, self.bare, twin]
+        conns = [client.Connection(self.ctx(c), self.proxy.port) for c in certs]
+        try:
+            for round_ in range(2):
+                for i in (3, 0, 5, 1, 2, 4):
+                    before = len(self.up.requests)
+                    self.assertEqual(conns[i].request("GET", "/fhir/Patient/%d" % i).status, 200)
+                    req = self.up.wait_for_requests(before + 1)[before]
+                    self.assertEqual(req.header_all("X-Client-Cert-SHA256"),
+                                     [certs[i].fingerprint_sha256], (round_, i))
+                    self.assertEqual(req.header_all("X-Client-Subject-DN"), [certs[i].subject_dn])
+                    hipaa = req.header_all("X-Client-HIPAA-Category")
+                    self.assertEqual(hipaa, [] if certs[i] is self.bare else
+                                     ["covered-entity"] if certs[i] is twin else
+                                     ["covered-entity, business-associate"], (round_, i))
+        finally:
+            for c in conns:
+                c.close()
+
     def test_headers_with_empty_values_are_not_sent(self):
         req = self.forward(self.bare)
         self.assertEqual(req.header_all("X-Client-SAN-URI"), [])

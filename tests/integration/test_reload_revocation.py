@@ -46,6 +46,29 @@ class LiveRevocationTest(LifecycleTestCase):
             self.assertEqual(r.status, 401)
             self.assertEqual(len(self.up.requests), before)  # never forwarded
 
+    def test_renamed_identity_headers_reach_kept_connections(self):
+        proxy = self.start_proxy(self.config(watch=False))
+        with client.Connection(self.ctx(), proxy.port) as first, \
+                client.Connection(self.ctx(), proxy.port) as second:
+            for conn in (first, second):
+                before = len(self.up.requests)
+                self.assertEqual(conn.request("GET", "/fhir/Patient/1").status, 200)
+                req = self.up.wait_for_requests(before + 1)[before]
+                self.assertEqual(len(req.header_all("X-Client-Subject-DN")), 1)
+                self.assertEqual(req.header_all("Client-Cert"), [])
+            cfg = dict(proxy.config)
+            cfg["identity_headers"] = {"subject": "X-Partner-DN", "rfc9440": True}
+            proxy.write_config(cfg)
+            self.assertEqual(proxy.reload(), "success")
+            for conn in (second, first):
+                before = len(self.up.requests)
+                self.assertEqual(conn.request("GET", "/fhir/Patient/2").status, 200)
+                req = self.up.wait_for_requests(before + 1)[before]
+                self.assertEqual(req.header_all("X-Client-Subject-DN"), [])
+                self.assertEqual(len(req.header_all("X-Partner-DN")), 1)
+                self.assertEqual(len(req.header_all("Client-Cert")), 1)
+                self.assertEqual(len(req.header_all("Client-Cert-Chain")), 1)
+
     def test_client_gone_before_the_answer_is_audited(self):
         self.up.route("/fhir/Patient/slow", delay=1.0)
         proxy = self.start_proxy(self.config(watch=False))

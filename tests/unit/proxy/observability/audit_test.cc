@@ -33,8 +33,8 @@ obs::AuditEvent sample_event() {
   peer->fingerprint = "ab12cd";
   peer->trust = "directtrust";
   peer->hipaa = {"covered-entity"};
-  peer->client_address = "127.0.0.1:50000";
   e.peer = peer;
+  e.client_address = std::make_shared<const std::string>("127.0.0.1:50000");
   e.method = "GET";
   e.path = "/fhir/Patient/123";
   e.fhir_resource = "Patient";
@@ -388,9 +388,9 @@ obs::AuditEvent odd_event() {
   c.bytes_in = 17;
   c.duration_ms = 0.0;
   auto peer = std::make_shared<obs::AuditPeer>();
-  peer->client_address = "[::1]:4433";
   peer->hipaa = {"caf\xC3\xA9", "\xE2\x82\xAC\xF0\x9F\x98\x80"};
   c.peer = peer;
+  c.client_address = std::make_shared<const std::string>("[::1]:4433");
   return c;
 }
 
@@ -568,6 +568,15 @@ TEST_CASE("AuditLog: events sharing a second keep their own milliseconds") {
 TEST_CASE("audit events without a peer are written as anonymous with every field present") {
   auto e = sample_event();
   e.peer.reset();
+  {
+    // The client's address is the connection's, not the certificate's: still written.
+    const json line = json::parse(obs::to_json_line(e));
+    CHECK(line["client"] == "127.0.0.1:50000");
+    CHECK(line["subject"] == "");
+    const json fhir = json::parse(obs::to_fhir_audit_event(e));
+    CHECK(fhir["agent"][0]["network"]["address"] == "127.0.0.1:50000");
+  }
+  e.client_address.reset();
   const json line = json::parse(obs::to_json_line(e));
   CHECK(line["subject"] == "");
   CHECK(line["client"] == "");
