@@ -30,7 +30,7 @@ std::string HeadStorage::take_bytes() {
 
 void HeadStorage::give(std::string&& s) {
   std::string item = std::move(s);
-  give_to(bytes_, std::move(item), MessageParser::kRetainedHeadBytes);
+  give_to(bytes_, std::move(item), kMaxBufferBytes);
 }
 
 std::vector<Header> HeadStorage::take_headers() {

@@ -20,11 +20,14 @@ class HeadStorage {
  public:
   /// Spares kept of each kind; more given back are freed.
   static constexpr std::size_t kMaxSpares = 256;
+  /// Largest byte buffer kept: a forwarded head with XFCC and RFC 9440 certificate headers runs
+  /// to several KiB, and a head up to the default max_header_bytes fits.
+  static constexpr std::size_t kMaxBufferBytes = 16384;
 
   /// A byte buffer (empty, possibly with capacity).
   std::string take_bytes();
-  /// Keeps `s` for the next taker unless it grew past MessageParser::kRetainedHeadBytes or enough
-  /// spares are kept already.
+  /// Keeps `s` for the next taker unless it grew past kMaxBufferBytes or enough spares are kept
+  /// already.
   void give(std::string&& s);
 
   /// A header list (empty, possibly with capacity).
@@ -33,15 +36,15 @@ class HeadStorage {
   void give(std::vector<Header>&& v);
 
   /// True when `s` holds heap storage worth lending (more than std::string's inline buffer).
-  static bool holds_storage(const std::string& s) { return s.capacity() > kInlineCapacity; }
+  static bool holds_storage(const std::string& s) {
+    return s.capacity() > std::string().capacity();
+  }
   static bool holds_storage(const std::vector<Header>& v) { return v.capacity() > 0; }
 
   std::size_t spare_bytes() const { return bytes_.size(); }
   std::size_t spare_header_lists() const { return headers_.size(); }
 
  private:
-  static inline const std::size_t kInlineCapacity = std::string().capacity();
-
   std::vector<std::string> bytes_;
   std::vector<std::vector<Header>> headers_;
 };

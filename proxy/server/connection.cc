@@ -466,7 +466,7 @@ void Connection::begin_request() {
     audit(401, "deny", decision_.reason);
     reject(expired ? http::Rejection::kExpired : http::Rejection::kSecurity,
            "client certificate rejected: " + std::string(tls::to_string(cert_reason_)),
-           !keep_alive_ || !request_body_done_);
+           !keep_alive_ || !request_body_done_ || close_after_response_);
     return;
   }
   if (!request_body_done_ && policy::needs_body(head.method, path_, req_state_->config.fhir_base)) {

@@ -20,15 +20,24 @@ class LiveRevocationTest(LifecycleTestCase):
         crl_root = self.pki.crl(self.root, name="live-root")
         crl_ca = self.pki.crl(self.ca, name="live-ca")
         proxy = self.start_proxy(self.crl_config(crl_root, crl_ca))
-        with client.Connection(self.ctx(), proxy.port) as kept:
-            self.assertEqual(kept.request("GET", "/fhir/Patient/1").status, 200)
+        # Two connections with the same certificate (they share its derived identity): refusing
+        # one must not depend on the other, and both close after their 401.
+        with client.Connection(self.ctx(), proxy.port) as kept, \
+                client.Connection(self.ctx(), proxy.port) as twin:
+            for conn in (kept, twin):
+                self.assertEqual(conn.request("GET", "/fhir/Patient/1").status, 200)
             # The intermediate's new CRL lists this client; the files keep their names.
             self.pki.crl(self.ca, revoked=[self.client], name="live-ca")
             self.assertEqual(proxy.reload(), "success")
-            r = kept.request("GET", "/fhir/Patient/2")
-            self.assertEqual(r.status, 401)
-            self.assertEqual(r.json()["issue"][0]["code"], "security")
-            self.assertIn("revoked", r.json()["issue"][0]["diagnostics"])
+            before = len(self.up.requests)
+            for conn in (kept, twin):
+                r = conn.request("GET", "/fhir/Patient/2")
+                self.assertEqual(r.status, 401)
+                self.assertEqual(r.json()["issue"][0]["code"], "security")
+                self.assertIn("revoked", r.json()["issue"][0]["diagnostics"])
+                self.assertEqual(r.header("Connection"), "close")
+                self.assertTrue(conn.is_closed_by_peer())
+            self.assertEqual(len(self.up.requests), before)  # never forwarded
         # A new connection is refused in the handshake (require mode).
         self.assertIsNotNone(client.handshake_error(self.ctx(), proxy.port))
 
@@ -68,6 +77,30 @@ class LiveRevocationTest(LifecycleTestCase):
                 self.assertEqual(len(req.header_all("X-Partner-DN")), 1)
                 self.assertEqual(len(req.header_all("Client-Cert")), 1)
                 self.assertEqual(len(req.header_all("Client-Cert-Chain")), 1)
+
+    def test_anonymous_kept_connection_stays_anonymous_across_a_rename(self):
+        policy = {"default": "deny", "rules": [
+            {"name": "metadata", "effect": "allow", "when": {"path": ["/fhir/metadata"]}}]}
+        cfg = self.config(watch=False)
+        cfg["tls"] = dict(cfg["tls"], client_cert="request")
+        proxy = self.start_proxy(cfg, policy)
+        identity = ("X-Client-Subject-DN", "X-Partner-DN", "X-Client-Cert-SHA256", "Client-Cert",
+                    "X-Client-Trust-Community")
+        anonymous = client.tls_context(ca=self.server_ca.cert)
+        with client.Connection(anonymous, proxy.port) as kept:
+            for renamed in (False, True):
+                if renamed:
+                    cfg = dict(proxy.config)
+                    cfg["identity_headers"] = {"subject": "X-Partner-DN", "rfc9440": True}
+                    proxy.write_config(cfg)
+                    self.assertEqual(proxy.reload(), "success")
+                before = len(self.up.requests)
+                self.assertEqual(kept.request("GET", "/fhir/metadata").status, 200)
+                req = self.up.wait_for_requests(before + 1)[before]
+                self.assertEqual([n for n in identity if req.header_all(n)], [], renamed)
+                r = kept.request("GET", "/fhir/Patient/1")
+                self.assertEqual(r.status, 401, renamed)
+                self.assertEqual(r.json()["issue"][0]["code"], "login")
 
     def test_client_gone_before_the_answer_is_audited(self):
         self.up.route("/fhir/Patient/slow", delay=1.0)

@@ -34,7 +34,7 @@ TEST_CASE("HeadStorage lends back what it was given, empty and with its capacity
 
 TEST_CASE("HeadStorage keeps neither oversized buffers nor more than kMaxSpares") {
   HeadStorage storage;
-  storage.give(std::string(MessageParser::kRetainedHeadBytes + 1, 'x'));
+  storage.give(std::string(HeadStorage::kMaxBufferBytes + 1, 'x'));
   storage.give(std::vector<Header>(MessageParser::kRetainedHeaders + 1));
   storage.give(std::string());  // no capacity: nothing to keep
   CHECK(storage.spare_bytes() == 0);
