@@ -90,6 +90,12 @@ class MessageParser {
   /// idle connection does not keep it.
   void reset(bool head_request = false);
 
+  /// Changes the limits for the next message (a parser reused for another connection).
+  void set_limits(std::size_t max_header_bytes, std::size_t max_body_bytes) {
+    max_header_bytes_ = max_header_bytes;
+    max_body_bytes_ = max_body_bytes;
+  }
+
   /// Gives the head bytes and the header list back to the HeadStorage (no-op without one), so
   /// that the parser holds none until its next complete head. Ends the last head's views: call
   /// it between messages only.

@@ -32,8 +32,6 @@ constexpr std::size_t kLowWatermark = 64 * 1024;
 constexpr ev_ssize_t kMaxSingleIo = 64 * 1024;
 /// Client bytes read ahead (pipelined requests) beyond a request head before reading pauses.
 constexpr std::size_t kReadAhead = 64 * 1024;
-/// A request body buffer larger than this is freed after the request, not kept for the next one.
-constexpr std::size_t kKeptBodyCapacity = 16 * 1024;
 /// Plaintext per direct SSL_write: one full TLS record.
 constexpr std::size_t kRecordPlaintext = 16 * 1024;
 
@@ -96,11 +94,7 @@ Connection::Connection(Worker& worker, evutil_socket_t fd, const sockaddr* addr,
     : worker_(worker),
       conn_state_(std::move(state)),
       req_parser_(http::MessageParser::Kind::kRequest, conn_state_->config.limits.max_header_bytes,
-                  conn_state_->config.limits.max_body_bytes, &worker.head_storage()),
-      resp_parser_(http::MessageParser::Kind::kResponse,
-                   // An upstream response head may be larger than what clients may send.
-                   std::max<std::size_t>(conn_state_->config.limits.max_header_bytes, 65536),
-                   SIZE_MAX, &worker.head_storage()) {
+                  conn_state_->config.limits.max_body_bytes, &worker.head_storage()) {
   std::uint16_t port = 0;
   client_ip_ = ip_of(addr, port);
   client_address_ = std::make_shared<const std::string>(
@@ -129,11 +123,20 @@ Connection::~Connection() {
   release_head_storage();  // for the worker's next connections
 }
 
-// Head buffers are borrowed from the worker while a message is handled (head_storage.h).
+// Head buffers and the exchange are borrowed from the worker while a request is handled
+// (head_storage.h, exchange.h).
 void Connection::release_head_storage() {
   req_parser_.release();
-  resp_parser_.release();
-  worker_.head_storage().give(std::move(upstream_head_));
+  worker_.exchanges().give(std::move(ex_));
+}
+
+Exchange& Connection::ex() {
+  if (!ex_) {
+    // An upstream response head may be larger than what clients may send.
+    ex_ = worker_.exchanges().take(
+        std::max<std::size_t>(conn_state_->config.limits.max_header_bytes, 65536));
+  }
+  return *ex_;
 }
 
 bool Connection::start() {
@@ -155,7 +158,6 @@ bool Connection::start() {
   bufferevent_set_timeouts(down_.get(), &idle, &idle);
   bufferevent_enable(down_.get(), EV_READ | EV_WRITE);
   header_timer_.reset(evtimer_new(worker_.base(), &Connection::header_timeout_cb, this));
-  resume_event_.reset(event_new(worker_.base(), -1, 0, &Connection::resume_cb, this));
   arm_header_timer();
   return true;
 }
@@ -433,9 +435,9 @@ void Connection::begin_request() {
   const http::MessageHead& head = req_parser_.head();
   keep_alive_ = head.keep_alive && !draining_;
   head_method_ = head.method == "HEAD";
-  fhir_ = policy::FhirRequest{};
-  decision_ = policy::Decision{};
-  body_.clear();
+  ex().fhir = policy::FhirRequest{};
+  ex().decision = policy::Decision{};
+  ex().body.clear();
   buffer_body_ = forwarding_ = chunked_upstream_ = false;
   request_body_done_ = !head.has_request_body();
   response_started_ = close_after_response_ = retried_ = audited_ = false;
@@ -445,7 +447,7 @@ void Connection::begin_request() {
   if (!cert_invalid_ && client_ && req_state_->config.identity_headers != client_->names)
     rename_identity();
 
-  const auto perr = policy::split_target(head.target, path_, query_);
+  const auto perr = policy::split_target(head.target, ex().path, ex().query);
   if (perr != policy::PathError::kOk) {
     worker_.services().log.info(
         "rejected request target",
@@ -456,20 +458,21 @@ void Connection::begin_request() {
   }
   if (cert_invalid_) {
     const bool expired = cert_reason_ == tls::VerifyReason::kExpired;
-    fhir_.method = head.method;
-    fhir_.path = path_;
-    decision_.rule = "default";
-    decision_.reason = "client certificate " + std::string(tls::to_string(cert_reason_));
+    ex().fhir.method = head.method;
+    ex().fhir.path = ex().path;
+    ex().decision.rule = "default";
+    ex().decision.reason = "client certificate " + std::string(tls::to_string(cert_reason_));
     decided_ = true;
     worker_.services().metrics.count_decision(*req_state_->rule_counters, DecisionLabel::kDeny,
-                                              decision_.rule);
-    audit(401, "deny", decision_.reason);
+                                              ex().decision.rule);
+    audit(401, "deny", ex().decision.reason);
     reject(expired ? http::Rejection::kExpired : http::Rejection::kSecurity,
            "client certificate rejected: " + std::string(tls::to_string(cert_reason_)),
            !keep_alive_ || !request_body_done_ || close_after_response_);
     return;
   }
-  if (!request_body_done_ && policy::needs_body(head.method, path_, req_state_->config.fhir_base)) {
+  if (!request_body_done_ &&
+      policy::needs_body(head.method, ex().path, req_state_->config.fhir_base)) {
     buffer_body_ = true;
     down_phase_ = Down::kBody;
     if (head.expect_continue) send_down("HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -482,7 +485,7 @@ void Connection::begin_request() {
 void Connection::on_body_data(const char* data, std::size_t len) {
   bytes_in_ += len;
   if (buffer_body_) {
-    body_.append(data, len);
+    ex().body.append(data, len);
     return;
   }
   if (!up_) return;
@@ -532,33 +535,33 @@ void Connection::decide_and_dispatch() {
   const auto& cfg = req_state_->config;
   auto& metrics = worker_.services().metrics;
   try {
-    fhir_ = policy::classify(head.method, path_, query_, cfg.fhir_base, head.header("content-type"),
-                             body_);
+    ex().fhir = policy::classify(head.method, ex().path, ex().query, cfg.fhir_base,
+                                 head.header("content-type"), ex().body);
     // The identity's index lookups are made once per identity and policy (ClientIdentity).
     const policy::PreparedIdentity* prepared = client_->prepared_for(req_state_->policy);
-    decision_ = req_state_->policy->evaluate(client_->identity, fhir_, prepared);
+    ex().decision = req_state_->policy->evaluate(client_->identity, ex().fhir, prepared);
   } catch (const std::exception& e) {
     // Fail closed: an error anywhere in classification or evaluation denies.
-    decision_ = policy::Decision{};
-    decision_.reason = std::string("evaluation error: ") + e.what();
+    ex().decision = policy::Decision{};
+    ex().decision.reason = std::string("evaluation error: ") + e.what();
     worker_.services().log.error("policy evaluation failed", {{"error", e.what()}});
   }
   decided_ = true;
-  for (const auto& s : decision_.shadow)
+  for (const auto& s : ex().decision.shadow)
     metrics.count_decision(*req_state_->rule_counters, decision_label(s.effect, true), s.rule);
-  const DecisionLabel label = decision_label(decision_.effect, false);
-  metrics.count_decision(*req_state_->rule_counters, label, decision_.rule);
-  metrics.count_fhir(fhir_.interaction, fhir_.resource, label);
+  const DecisionLabel label = decision_label(ex().decision.effect, false);
+  metrics.count_decision(*req_state_->rule_counters, label, ex().decision.rule);
+  metrics.count_fhir(ex().fhir.interaction, ex().fhir.resource, label);
 
-  if (!decision_.allowed()) {
+  if (!ex().decision.allowed()) {
     const bool anonymous = !client_->identity.present;
-    std::string diagnostics = decision_.rule == "default"
+    std::string diagnostics = ex().decision.rule == "default"
                                   ? std::string("no rule matched")
-                                  : "denied by rule \"" + decision_.rule + "\"";
-    if (!decision_.reason.empty() && decision_.reason != "no rule matched")
-      diagnostics += ": " + decision_.reason;
+                                  : "denied by rule \"" + ex().decision.rule + "\"";
+    if (!ex().decision.reason.empty() && ex().decision.reason != "no rule matched")
+      diagnostics += ": " + ex().decision.reason;
     const int status = anonymous ? 401 : 403;
-    audit(status, "deny", decision_.reason);
+    audit(status, "deny", ex().decision.reason);
     reject(anonymous ? http::Rejection::kLogin : http::Rejection::kForbidden, diagnostics,
            !keep_alive_ || !request_body_done_);
     return;
@@ -584,7 +587,7 @@ void Connection::forward() {
   const http::MessageHead& head = req_parser_.head();
   http::BodyFraming framing;
   if (buffer_body_) {
-    framing.content_length = body_.size();
+    framing.content_length = ex().body.size();
   } else if (head.chunked) {
     framing.chunked = true;
   } else if (head.content_length) {
@@ -592,11 +595,9 @@ void Connection::forward() {
   }
   chunked_upstream_ = framing.chunked;
   const http::ForwardAdditions add{client_->header_block, req_state_->config.identity_headers.rule,
-                                   decision_.rule, client_ip_, req_state_->upstream_authority};
-  if (!http::HeadStorage::holds_storage(upstream_head_))
-    upstream_head_ = worker_.head_storage().take_bytes();
-  upstream_head_.clear();
-  http::append_forward_request_head(upstream_head_, head, *req_state_->reserved, add, framing);
+                                   ex().decision.rule, client_ip_, req_state_->upstream_authority};
+  ex().upstream_head.clear();
+  http::append_forward_request_head(ex().upstream_head, head, *req_state_->reserved, add, framing);
   if (!send_to_upstream()) return;
   if (!request_body_done_) {
     forwarding_ = true;
@@ -623,9 +624,9 @@ bool Connection::send_to_upstream(bool fresh) {
   const timeval write_timeout =
       to_timeval(up_->reused ? u.response_timeout_ms : u.connect_timeout_ms);
   bufferevent_set_timeouts(up, &read_timeout, &write_timeout);
-  bufferevent_write(up, upstream_head_.data(), upstream_head_.size());
-  if (buffer_body_ && !body_.empty()) bufferevent_write(up, body_.data(), body_.size());
-  resp_parser_.reset(head_method_);
+  bufferevent_write(up, ex().upstream_head.data(), ex().upstream_head.size());
+  if (buffer_body_ && !ex().body.empty()) bufferevent_write(up, ex().body.data(), ex().body.size());
+  ex().response.reset(head_method_);
   up_phase_ = Up::kHead;
   upstream_started_ = Clock::now();
   if (up_->plain && up_->reused) {
@@ -684,7 +685,7 @@ void Connection::on_up_event(short events) {
   if ((events & BEV_EVENT_EOF) && up_phase_ == Up::kBody) {
     on_up_read();  // relay what is still buffered before judging the end
     if (dead_ || up_phase_ != Up::kBody) return;
-    if (resp_parser_.finish_eof() == http::MessageParser::Status::kDone) {
+    if (ex().response.finish_eof() == http::MessageParser::Status::kDone) {
       close_after_response_ = true;  // an EOF-delimited body: the client learns the end by EOF too
       release_upstream(false);
       finish_response();
@@ -724,7 +725,7 @@ void Connection::upstream_failed(UpstreamError kind) {
     return;
   }
   const bool timeout = kind == UpstreamError::kTimeout;
-  audit(timeout ? 504 : 502, "allow", decision_.reason);
+  audit(timeout ? 504 : 502, "allow", ex().decision.reason);
   reject(timeout ? http::Rejection::kTimeout : http::Rejection::kTransient,
          timeout ? "upstream did not answer in time" : "upstream unreachable or reset",
          !keep_alive_ || !request_body_done_);
@@ -788,27 +789,27 @@ bool Connection::top_up_upstream_input() {
 void Connection::relay_response() {
   evbuffer* in = bufferevent_get_input(up_->bev.get());
   while (up_phase_ == Up::kHead) {
-    const auto st = resp_parser_.read_head(in);
+    const auto st = ex().response.read_head(in);
     if (st == http::MessageParser::Status::kNeedMore) return;
     if (st == http::MessageParser::Status::kError) {
       worker_.services().log.warn("invalid response from upstream",
-                                  {{"error", resp_parser_.error_message()}});
+                                  {{"error", ex().response.error_message()}});
       upstream_failed(UpstreamError::kReset);
       return;
     }
     got_upstream_bytes_ = true;
-    const http::MessageHead& rh = resp_parser_.head();
+    const http::MessageHead& rh = ex().response.head();
     if (rh.status >= 100 && rh.status < 200) {
       if (rh.status == 101) {
         upstream_failed(UpstreamError::kReset);
         return;
       }
-      resp_parser_.reset(head_method_);  // interim response: the final one follows
+      ex().response.reset(head_method_);  // interim response: the final one follows
       continue;
     }
     response_started_ = true;
     const bool eof_delimited =
-        !resp_parser_.message_complete() && !rh.chunked && !rh.content_length;
+        !ex().response.message_complete() && !rh.chunked && !rh.content_length;
     if (!keep_alive_ || !request_body_done_ || eof_delimited || draining_)
       close_after_response_ = true;
     std::string out = worker_.head_storage().take_bytes();
@@ -818,7 +819,7 @@ void Connection::relay_response() {
                     out.size() + std::min<std::size_t>(evbuffer_get_length(in), kRecordPlaintext));
     evbuffer_add(down_stage_.get(), out.data(), out.size());
     worker_.head_storage().give(std::move(out));
-    if (resp_parser_.message_complete()) {
+    if (ex().response.message_complete()) {
       release_upstream(rh.keep_alive && request_body_done_);
       finish_response();
       return;
@@ -826,16 +827,16 @@ void Connection::relay_response() {
     up_phase_ = Up::kBody;
   }
   if (up_phase_ != Up::kBody) return;
-  const auto st = resp_parser_.read_body(in, nullptr, down_stage_.get());
-  bytes_out_ = resp_parser_.body_bytes();
+  const auto st = ex().response.read_body(in, nullptr, down_stage_.get());
+  bytes_out_ = ex().response.body_bytes();
   if (st == http::MessageParser::Status::kError) {
     worker_.services().log.warn("invalid response body from upstream",
-                                {{"error", resp_parser_.error_message()}});
+                                {{"error", ex().response.error_message()}});
     upstream_failed(UpstreamError::kReset);
     return;
   }
   if (st == http::MessageParser::Status::kDone) {
-    release_upstream(resp_parser_.head().keep_alive && request_body_done_);
+    release_upstream(ex().response.head().keep_alive && request_body_done_);
     finish_response();
   }
 }
@@ -910,7 +911,7 @@ void Connection::finish_response() {
   flush_down();
   up_phase_ = Up::kNone;
   worker_.services().metrics.observe_upstream(seconds_since(upstream_started_));
-  complete_request(resp_parser_.head().status);
+  complete_request(ex().response.head().status);
   // Draining: a response whose head went out before the stop began ends the connection too, or it
   // would linger as an idle keep-alive one until the drain deadline.
   if (close_after_response_ || draining_) {
@@ -931,8 +932,6 @@ void Connection::wait_for_response() {
 void Connection::next_request() {
   req_parser_.reset();
   release_head_storage();
-  // A buffered Bundle may have grown the body buffer to max_body_bytes: not kept while idle.
-  if (body_.capacity() > kKeptBodyCapacity) std::string().swap(body_);
   audited_ = false;
   // Per-request flags start clean: a stale response_started_ made a malformed next request end
   // in a bare close instead of its 400.
@@ -947,8 +946,15 @@ void Connection::next_request() {
   arm_header_timer();
   // A pipelined request may be waiting: handle it from the event loop, not from this stack, so a
   // long pipeline of rejected requests cannot recurse.
-  if (evbuffer_get_length(bufferevent_get_input(down_.get())) > 0)
-    event_active(resume_event_.get(), EV_TIMEOUT, 1);
+  if (evbuffer_get_length(bufferevent_get_input(down_.get())) > 0) {
+    // Made on first use: most connections never pipeline, and an idle one should not hold it.
+    if (!resume_event_)
+      resume_event_.reset(event_new(worker_.base(), -1, 0, &Connection::resume_cb, this));
+    if (resume_event_)
+      event_active(resume_event_.get(), EV_TIMEOUT, 1);
+    else
+      close_now();  // out of memory: drop the connection rather than stall it
+  }
 }
 
 void Connection::resume_cb(evutil_socket_t, short, void* arg) {
@@ -971,13 +977,13 @@ void Connection::audit(int status, std::string_view decision, std::string_view r
   if (client_) e.peer = client_->audit_peer;
   e.client_address = client_address_;
   e.method = req_parser_.head().method;
-  e.path = path_;
-  e.fhir_resource = fhir_.resource;
-  e.fhir_interaction = std::string(policy::to_string(fhir_.interaction));
-  e.fhir_operation = fhir_.operation;
+  e.path = ex().path;
+  e.fhir_resource = ex().fhir.resource;
+  e.fhir_interaction = std::string(policy::to_string(ex().fhir.interaction));
+  e.fhir_operation = ex().fhir.operation;
   e.decision = decision;
-  e.rule = decision_.rule;
-  e.mode = decision_.mode == policy::Mode::kShadow ? "shadow" : "enforce";
+  e.rule = ex().decision.rule;
+  e.mode = ex().decision.mode == policy::Mode::kShadow ? "shadow" : "enforce";
   e.reason = reason;
   e.status = status;
   e.bytes_in = bytes_in_;
@@ -988,7 +994,7 @@ void Connection::audit(int status, std::string_view decision, std::string_view r
 
 void Connection::complete_request(int status) {
   auto& metrics = worker_.services().metrics;
-  if (!audited_) audit(status, effect_label(decision_.effect, false), decision_.reason);
+  if (!audited_) audit(status, effect_label(ex().decision.effect, false), ex().decision.reason);
   metrics.count_response(status);
   metrics.observe_request(seconds_since(started_));
 }
@@ -1033,8 +1039,8 @@ void Connection::close_now() {
   if (decided_ && !audited_) {
     // A decided request whose exchange ended early (client gone, upstream cut mid-response, drain
     // deadline) is still audited: the upstream may have acted on it. 499 = client closed first.
-    const int status = response_started_ ? resp_parser_.head().status : 499;
-    audit(status, effect_label(decision_.effect, false),
+    const int status = response_started_ ? ex().response.head().status : 499;
+    audit(status, effect_label(ex().decision.effect, false),
           response_started_ ? "connection closed before the response completed"
                             : "connection closed before the response");
   }

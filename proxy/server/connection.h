@@ -21,6 +21,7 @@
 #include "proxy/observability/audit.h"
 #include "proxy/observability/metrics.h"
 #include "proxy/server/client_identity.h"
+#include "proxy/server/exchange.h"
 #include "proxy/server/runtime_state.h"
 #include "proxy/server/upstream_pool.h"
 #include "proxy/tls/trust_store.h"
@@ -91,6 +92,8 @@ class Connection : private http::MessageParser::BodySink {
   void wait_for_response();
   void next_request();
   void release_head_storage();
+  /// The current exchange, taken from the worker when first used for a request.
+  Exchange& ex();
 
   void reject(http::Rejection r, std::string_view diagnostics, bool close);
   void reject_malformed();
@@ -128,19 +131,13 @@ class Connection : private http::MessageParser::BodySink {
   Down down_phase_ = Down::kHandshake;
   Up up_phase_ = Up::kNone;
   http::MessageParser req_parser_;
-  http::MessageParser resp_parser_;
 
   // The current request.
   Clock::time_point started_{};
   Clock::time_point upstream_started_{};
-  std::string path_;
-  std::string query_;
-  policy::FhirRequest fhir_;
-  policy::Decision decision_;
   bool keep_alive_ = true;
   bool head_method_ = false;
   bool buffer_body_ = false;  ///< the body decides (Bundle): read all of it before deciding
-  std::string body_;          ///< the buffered body (bounded by max_body_bytes)
   bool forwarding_ = false;   ///< body bytes go upstream as they arrive
   bool chunked_upstream_ = false;
   bool request_body_done_ = false;
@@ -150,7 +147,7 @@ class Connection : private http::MessageParser::BodySink {
   bool audited_ = false;
   bool decided_ = false;             ///< the current request got a decision (policy or 401)
   bool got_upstream_bytes_ = false;  ///< some response (even interim) came back: never replay
-  std::string upstream_head_;        ///< kept for one retry on a stale pooled connection (borrowed)
+  std::unique_ptr<Exchange> ex_;     ///< the current request's state (exchange.h); none while idle
   std::unique_ptr<UpstreamConnection> up_;
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;

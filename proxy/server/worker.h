@@ -15,6 +15,7 @@
 #include "proxy/observability/audit.h"
 #include "proxy/observability/metrics.h"
 #include "proxy/server/client_identity.h"
+#include "proxy/server/exchange.h"
 #include "proxy/server/runtime_state.h"
 #include "proxy/server/upstream_pool.h"
 
@@ -51,6 +52,7 @@ class Worker {
   UpstreamPool& pool() { return *pool_; }
   ClientIdentityCache& identities() { return identities_; }
   http::HeadStorage& head_storage() { return head_storage_; }
+  ExchangePool& exchanges() { return exchanges_; }
   /// The current snapshot (re-read from the StateHolder only after a reload).
   const StatePtr& state() { return state_cache_.current(); }
   bool draining() const { return draining_; }
@@ -75,7 +77,9 @@ class Worker {
   ev::EventPtr drain_timer_;
   std::unique_ptr<UpstreamPool> pool_;
   ClientIdentityCache identities_;
-  http::HeadStorage head_storage_;  ///< before connections_: outlives them (they give back to it)
+  // Before connections_: they outlive the connections, which give back to them.
+  http::HeadStorage head_storage_;
+  ExchangePool exchanges_{head_storage_};
   std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::atomic<int> drain_timeout_ms_{0};
   bool draining_ = false;

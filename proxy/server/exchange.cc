@@ -1,0 +1,42 @@
+#include "proxy/server/exchange.h"
+
+#include <cstdint>
+#include <utility>
+
+namespace fmp::proxy::server {
+
+Exchange::Exchange(http::HeadStorage& storage)
+    : response(http::MessageParser::Kind::kResponse, 0, SIZE_MAX, &storage) {}
+
+std::unique_ptr<Exchange> ExchangePool::take(std::size_t max_response_head_bytes) {
+  std::unique_ptr<Exchange> ex;
+  if (spares_.empty()) {
+    ex = std::make_unique<Exchange>(storage_);
+  } else {
+    ex = std::move(spares_.back());
+    spares_.pop_back();
+  }
+  ex->response.set_limits(max_response_head_bytes, SIZE_MAX);
+  return ex;
+}
+
+void ExchangePool::give(std::unique_ptr<Exchange> ex) {
+  if (!ex) return;
+  ex->response.release();
+  // Nothing of this request is left for the next one, which may be another connection's.
+  ex->path.clear();
+  ex->query.clear();
+  ex->fhir = policy::FhirRequest{};
+  ex->decision = policy::Decision{};
+  ex->body.clear();
+  ex->upstream_head.clear();
+  // A buffered Bundle may have grown the body buffer to max_body_bytes: not kept while idle.
+  if (ex->body.capacity() > kKeptBodyCapacity) std::string().swap(ex->body);
+  if (ex->upstream_head.capacity() > http::HeadStorage::kMaxBufferBytes)
+    std::string().swap(ex->upstream_head);
+  if (spares_.size() >= kMaxSpares) return;  // freed here
+  if (spares_.capacity() == 0) spares_.reserve(kMaxSpares);
+  spares_.push_back(std::move(ex));
+}
+
+}  // namespace fmp::proxy::server

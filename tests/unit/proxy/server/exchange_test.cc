@@ -1,0 +1,68 @@
+#include "proxy/server/exchange.h"
+
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/unit/proxy/http/test_buffer.h"
+
+namespace srv = fmp::proxy::server;
+namespace http = fmp::proxy::http;
+
+TEST_CASE("ExchangePool: a given-back exchange is reused empty, with its response limit reset") {
+  http::HeadStorage storage;
+  srv::ExchangePool pool(storage);
+  std::unique_ptr<srv::Exchange> ex = pool.take(1024);
+  const srv::Exchange* first = ex.get();
+  ex->path = "/fhir/Patient/a-long-enough-id-to-leave-the-inline-buffer";
+  ex->query = "_count=10";
+  ex->fhir.resource = "Patient";
+  ex->decision.rule = "partner-read";
+  ex->decision.reason = "rule partner-read matched";
+  ex->body.assign(100, 'b');
+  ex->upstream_head = "GET /fhir/Patient/1 HTTP/1.1\r\n\r\n";
+  const auto head = http::testing::buffer_of("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  REQUIRE(ex->response.read_head(head.get()) == http::MessageParser::Status::kDone);
+  pool.give(std::move(ex));
+  CHECK(pool.spares() == 1);
+  CHECK(storage.spare_bytes() == 1);  // the response parser's head buffer went to the storage
+
+  // The next request, perhaps another connection's, sees nothing of the last one.
+  std::unique_ptr<srv::Exchange> again = pool.take(64);
+  CHECK(again.get() == first);
+  CHECK(pool.spares() == 0);
+  CHECK(again->path.empty());
+  CHECK(again->query.empty());
+  CHECK(again->fhir.resource.empty());
+  CHECK(again->decision.rule == "default");
+  CHECK(again->decision.reason.empty());
+  CHECK(again->body.empty());
+  CHECK(again->body.capacity() >= 100);  // capacity kept for reuse
+  CHECK(again->upstream_head.empty());
+  CHECK(again->response.head().headers.empty());
+  // Its response parser has the new limit: this head is longer than 64 bytes.
+  again->response.reset();
+  const auto big = http::testing::buffer_of(
+      "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pad: " + std::string(64, 'p') + "\r\n\r\n");
+  CHECK(again->response.read_head(big.get()) == http::MessageParser::Status::kError);
+  CHECK(again->response.error() == http::ParseError::kHeadersTooLarge);
+}
+
+TEST_CASE("ExchangePool: large bodies are not kept, and at most kMaxSpares exchanges") {
+  http::HeadStorage storage;
+  srv::ExchangePool pool(storage);
+  auto ex = pool.take(1024);
+  ex->body.assign(srv::ExchangePool::kKeptBodyCapacity + 1, 'b');
+  pool.give(std::move(ex));
+  CHECK(pool.take(1024)->body.capacity() <= srv::ExchangePool::kKeptBodyCapacity);
+
+  std::vector<std::unique_ptr<srv::Exchange>> taken;
+  for (std::size_t i = 0; i < srv::ExchangePool::kMaxSpares + 3; ++i)
+    taken.push_back(pool.take(1024));
+  for (auto& e : taken) pool.give(std::move(e));
+  CHECK(pool.spares() == srv::ExchangePool::kMaxSpares);
+  pool.give(nullptr);  // nothing to give: no effect
+  CHECK(pool.spares() == srv::ExchangePool::kMaxSpares);
+}
