@@ -93,8 +93,8 @@ class CallbackScope {
 Connection::Connection(Worker& worker, evutil_socket_t fd, const sockaddr* addr, StatePtr state)
     : worker_(worker),
       conn_state_(std::move(state)),
-      req_parser_(http::MessageParser::Kind::kRequest, conn_state_->config.limits.max_header_bytes,
-                  conn_state_->config.limits.max_body_bytes, &worker.head_storage()) {
+      max_header_bytes_(conn_state_->config.limits.max_header_bytes),
+      max_body_bytes_(conn_state_->config.limits.max_body_bytes) {
   std::uint16_t port = 0;
   client_ip_ = ip_of(addr, port);
   client_address_ = std::make_shared<const std::string>(
@@ -120,22 +120,18 @@ Connection::Connection(Worker& worker, evutil_socket_t fd, const sockaddr* addr,
 
 Connection::~Connection() {
   if (counted_open_) worker_.services().metrics.connection_closed();
-  release_head_storage();  // for the worker's next connections
+  release_exchange();  // for the worker's next connections
 }
 
-// Head buffers and the exchange are borrowed from the worker while a request is handled
-// (head_storage.h, exchange.h).
-void Connection::release_head_storage() {
-  req_parser_.release();
+// The exchange (and through it the head buffers) is borrowed from the worker while a request is
+// handled (exchange.h, head_storage.h).
+void Connection::release_exchange() {
   worker_.exchanges().give(std::move(ex_));
 }
 
 Exchange& Connection::ex() {
-  if (!ex_) {
-    // An upstream response head may be larger than what clients may send.
-    ex_ = worker_.exchanges().take(
-        std::max<std::size_t>(conn_state_->config.limits.max_header_bytes, 65536));
-  }
+  // With the limits of the configuration the connection was accepted with.
+  if (!ex_) ex_ = worker_.exchanges().take(max_header_bytes_, max_body_bytes_);
   return *ex_;
 }
 
@@ -338,7 +334,8 @@ void Connection::read_head() {
   // until it catches up (resumed from on_down_write).
   if (evbuffer_get_length(bufferevent_get_output(down_.get())) > kHighWatermark) return;
   evbuffer* in = bufferevent_get_input(down_.get());
-  const auto st = req_parser_.read_head(in);
+  if (evbuffer_get_length(in) == 0) return;  // nothing to take an exchange for yet
+  const auto st = ex().request.read_head(in);
   if (st == http::MessageParser::Status::kNeedMore) return;
   if (st == http::MessageParser::Status::kError) {
     reject_malformed();
@@ -349,13 +346,13 @@ void Connection::read_head() {
 }
 
 void Connection::reject_malformed() {
-  const auto err = req_parser_.error();
+  const auto err = ex().request.error();
   http::Rejection r = http::Rejection::kStructure;
   if (err == http::ParseError::kHeadersTooLarge) r = http::Rejection::kHeadersTooLarge;
   if (err == http::ParseError::kBodyTooLarge) r = http::Rejection::kBodyTooLarge;
   worker_.services().log.info("malformed request", {{"connection", std::to_string(id_)},
                                                     {"client", *client_address_},
-                                                    {"error", req_parser_.error_message()}});
+                                                    {"error", ex().request.error_message()}});
   if (response_started_) {
     // Part of the response went out: no rejection can follow it; cut both sides.
     close_now();
@@ -370,7 +367,7 @@ void Connection::reject_malformed() {
   }
   if (r == http::Rejection::kBodyTooLarge && started_ != Clock::time_point{})
     audit(413, "deny", "request body exceeds max_body_bytes");
-  reject(r, req_parser_.error_message(), true);
+  reject(r, ex().request.error_message(), true);
 }
 
 void Connection::reverify() {
@@ -432,7 +429,7 @@ void Connection::begin_request() {
   req_state_ = worker_.state();
   started_ = Clock::now();
   ++request_seq_;
-  const http::MessageHead& head = req_parser_.head();
+  const http::MessageHead& head = ex().request.head();
   keep_alive_ = head.keep_alive && !draining_;
   head_method_ = head.method == "HEAD";
   ex().fhir = policy::FhirRequest{};
@@ -504,7 +501,7 @@ void Connection::on_body_data(const char* data, std::size_t len) {
 void Connection::pump_request_body() {
   if (down_phase_ != Down::kBody || dead_) return;
   evbuffer* in = bufferevent_get_input(down_.get());
-  const auto st = req_parser_.read_body(in, this, nullptr);
+  const auto st = ex().request.read_body(in, this, nullptr);
   if (st == http::MessageParser::Status::kError) {
     reject_malformed();  // drops the upstream connection with whatever of this request is unsent
     return;
@@ -531,7 +528,7 @@ void Connection::pump_request_body() {
 }
 
 void Connection::decide_and_dispatch() {
-  const http::MessageHead& head = req_parser_.head();
+  const http::MessageHead& head = ex().request.head();
   const auto& cfg = req_state_->config;
   auto& metrics = worker_.services().metrics;
   try {
@@ -584,7 +581,7 @@ void Connection::decide_and_dispatch() {
 // ---- upstream ----------------------------------------------------------------------------------
 
 void Connection::forward() {
-  const http::MessageHead& head = req_parser_.head();
+  const http::MessageHead& head = ex().request.head();
   http::BodyFraming framing;
   if (buffer_body_) {
     framing.content_length = ex().body.size();
@@ -700,13 +697,13 @@ void Connection::upstream_failed(UpstreamError kind) {
   auto& services = worker_.services();
   // Only a request the upstream cannot have acted on twice is replayed: an idempotent method
   // (RFC 9110 9.2.2), sent on a pooled connection, with not one byte of any response received.
-  const std::string& m = req_parser_.head().method;
+  const std::string& m = ex().request.head().method;
   const bool idempotent =
       m == "GET" || m == "HEAD" || m == "PUT" || m == "DELETE" || m == "OPTIONS";
   const bool replayable = up_ && idempotent && !response_started_ && !got_upstream_bytes_ &&
                           up_phase_ == Up::kHead && request_body_done_ &&
                           evbuffer_get_length(bufferevent_get_input(up_->bev.get())) == 0 &&
-                          (buffer_body_ || !req_parser_.head().has_request_body());
+                          (buffer_body_ || !ex().request.head().has_request_body());
   if (replayable && up_->reused && !retried_ && kind == UpstreamError::kReset) {
     // A pooled connection the upstream had closed: retry once on a new connection (never another
     // pooled one, which is likely stale too).
@@ -930,8 +927,7 @@ void Connection::wait_for_response() {
 }
 
 void Connection::next_request() {
-  req_parser_.reset();
-  release_head_storage();
+  release_exchange();
   audited_ = false;
   // Per-request flags start clean: a stale response_started_ made a malformed next request end
   // in a bare close instead of its 400.
@@ -976,7 +972,7 @@ void Connection::audit(int status, std::string_view decision, std::string_view r
   e.request_id = request_seq_;
   if (client_) e.peer = client_->audit_peer;
   e.client_address = client_address_;
-  e.method = req_parser_.head().method;
+  e.method = ex().request.head().method;
   e.path = ex().path;
   e.fhir_resource = ex().fhir.resource;
   e.fhir_interaction = std::string(policy::to_string(ex().fhir.interaction));

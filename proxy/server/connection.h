@@ -91,7 +91,7 @@ class Connection : private http::MessageParser::BodySink {
   void finish_response();
   void wait_for_response();
   void next_request();
-  void release_head_storage();
+  void release_exchange();
   /// The current exchange, taken from the worker when first used for a request.
   Exchange& ex();
 
@@ -114,6 +114,9 @@ class Connection : private http::MessageParser::BodySink {
   ev::EvBufferPtr down_stage_;
   ev::EventPtr header_timer_;
   ev::EventPtr resume_event_;  ///< runs read_head() for a pipelined request from the event loop
+  /// Limits of the configuration the connection was accepted with (a reload's apply to new ones).
+  const std::size_t max_header_bytes_;
+  const std::size_t max_body_bytes_;
   std::string client_ip_;
   std::shared_ptr<const std::string> client_address_;  ///< ip:port, for logs and audit events
   std::uint64_t id_ = 0;
@@ -130,7 +133,6 @@ class Connection : private http::MessageParser::BodySink {
 
   Down down_phase_ = Down::kHandshake;
   Up up_phase_ = Up::kNone;
-  http::MessageParser req_parser_;
 
   // The current request.
   Clock::time_point started_{};

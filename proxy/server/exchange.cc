@@ -1,14 +1,17 @@
 #include "proxy/server/exchange.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 
 namespace fmp::proxy::server {
 
 Exchange::Exchange(http::HeadStorage& storage)
-    : response(http::MessageParser::Kind::kResponse, 0, SIZE_MAX, &storage) {}
+    : request(http::MessageParser::Kind::kRequest, 0, 0, &storage),
+      response(http::MessageParser::Kind::kResponse, 0, SIZE_MAX, &storage) {}
 
-std::unique_ptr<Exchange> ExchangePool::take(std::size_t max_response_head_bytes) {
+std::unique_ptr<Exchange> ExchangePool::take(std::size_t max_header_bytes,
+                                             std::size_t max_body_bytes) {
   std::unique_ptr<Exchange> ex;
   if (spares_.empty()) {
     ex = std::make_unique<Exchange>(storage_);
@@ -16,12 +19,16 @@ std::unique_ptr<Exchange> ExchangePool::take(std::size_t max_response_head_bytes
     ex = std::move(spares_.back());
     spares_.pop_back();
   }
-  ex->response.set_limits(max_response_head_bytes, SIZE_MAX);
+  ex->request.set_limits(max_header_bytes, max_body_bytes);
+  ex->response.set_limits(std::max<std::size_t>(max_header_bytes, 65536), SIZE_MAX);
   return ex;
 }
 
 void ExchangePool::give(std::unique_ptr<Exchange> ex) {
   if (!ex) return;
+  ex->request.reset();
+  ex->request.release();
+  ex->response.reset();
   ex->response.release();
   // Nothing of this request is left for the next one, which may be another connection's.
   ex->path.clear();

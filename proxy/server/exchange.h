@@ -1,9 +1,9 @@
 // The per-request state of a client connection, borrowed from its worker for one exchange.
 //
-// What a request needs besides its head — its path and query, its FHIR classification, the
+// What a request needs — the parser of its head, its path and query, its FHIR classification, the
 // decision, a buffered body, the head forwarded upstream and the parser for the upstream's response
 // — is held only while the exchange runs: a connection takes an Exchange from its worker's
-// ExchangePool when a request begins and gives it back when the response is done. An idle
+// ExchangePool when a request's bytes arrive and gives it back when the response is done. An idle
 // kept-alive connection therefore holds none of it, and a busy worker reuses the same few Exchanges
 // (with their buffers' capacity) without allocating.
 #pragma once
@@ -23,6 +23,7 @@ namespace fmp::proxy::server {
 struct Exchange {
   explicit Exchange(http::HeadStorage& storage);
 
+  http::MessageParser request;   ///< the client's request
   http::MessageParser response;  ///< the upstream's response
   std::string path;              ///< the request path, percent-decoded and checked
   std::string query;
@@ -42,12 +43,13 @@ class ExchangePool {
 
   explicit ExchangePool(http::HeadStorage& storage) : storage_(storage) {}
 
-  /// An exchange in its initial state (empty fields, capacity kept) whose response parser accepts
-  /// heads of up to `max_response_head_bytes`.
-  std::unique_ptr<Exchange> take(std::size_t max_response_head_bytes);
-  /// Takes back an exchange whose request is over: its fields are emptied (nothing of one request
-  /// reaches the next, which may be another connection's) and its head buffers go to the
-  /// HeadStorage.
+  /// An exchange in its initial state (empty fields, capacity kept) whose request parser has the
+  /// connection's limits; its response parser accepts heads of up to max(max_header_bytes, 64 KiB)
+  /// (an upstream's head may be larger than what clients may send) and bodies of any size.
+  std::unique_ptr<Exchange> take(std::size_t max_header_bytes, std::size_t max_body_bytes);
+  /// Takes back an exchange whose request is over: its parsers are reset and its fields emptied
+  /// (nothing of one request reaches the next, which may be another connection's), and its head
+  /// buffers go to the HeadStorage.
   void give(std::unique_ptr<Exchange> ex);
 
   std::size_t spares() const { return spares_.size(); }

@@ -4,12 +4,14 @@
 // The input is the bytes a client sends on one connection. They arrive in pieces (split_plan.h)
 // into an evbuffer, and the driver calls read_head / read_body exactly as
 // proxy/server/connection.cc does: a head first; a body only when the head announces one; then
-// reset() and the next (pipelined) request; an error ends the connection.
+// reset() and release() of the head storage to the worker's HeadStorage (as an Exchange is given
+// back) and the next (pipelined) request, which borrows it again; an error ends the connection.
 //
 // Invariants (abort = finding):
 // - a kDone head has a method and a target;
 // - a head without a body is complete at once (else the next request would start inside it);
-// - decoded body bytes never exceed max_body_bytes, match body_bytes(), and match Content-Length.
+// - decoded body bytes never exceed max_body_bytes, match body_bytes(), and match Content-Length;
+// - a released parser holds no head storage.
 #include <event2/buffer.h>
 
 #include <algorithm>
@@ -18,11 +20,13 @@
 #include <cstdlib>
 #include <memory>
 
+#include "proxy/http/head_storage.h"
 #include "proxy/http/message_parser.h"
 #include "tests/fuzz/split_plan.h"
 
 namespace {
 
+using fmp::proxy::http::HeadStorage;
 using fmp::proxy::http::MessageParser;
 
 struct EvbufferFree {
@@ -42,6 +46,13 @@ void check(bool ok) {
   if (!ok) std::abort();
 }
 
+/// Between requests, as the proxy gives an exchange back.
+void next_message(MessageParser& parser) {
+  parser.reset();
+  parser.release();
+  check(parser.held_bytes() == 0);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -52,7 +63,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::size_t max_header = kHeaderLimits[plan.next() % 3];
   const std::size_t max_body = kBodyLimits[plan.next() % 4];
 
-  MessageParser parser(MessageParser::Kind::kRequest, max_header, max_body);
+  HeadStorage storage;
+  MessageParser parser(MessageParser::Kind::kRequest, max_header, max_body, &storage);
   std::unique_ptr<evbuffer, EvbufferFree> in(evbuffer_new());
   enum class Phase { kHead, kBody } phase = Phase::kHead;
   CountingSink sink;
@@ -76,7 +88,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (!head.has_request_body()) {
           check(parser.message_complete());
           if (++requests > 64) return 0;
-          parser.reset();
+          next_message(parser);
           continue;
         }
         phase = Phase::kBody;
@@ -91,7 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (st == MessageParser::Status::kNeedMore) break;
       if (parser.head().content_length) check(sink.bytes == *parser.head().content_length);
       if (++requests > 64) return 0;
-      parser.reset();
+      next_message(parser);
       phase = Phase::kHead;
     }
   }

@@ -11,10 +11,10 @@
 namespace srv = fmp::proxy::server;
 namespace http = fmp::proxy::http;
 
-TEST_CASE("ExchangePool: a given-back exchange is reused empty, with its response limit reset") {
+TEST_CASE("ExchangePool: a given-back exchange is reused empty, with the taker's limits") {
   http::HeadStorage storage;
   srv::ExchangePool pool(storage);
-  std::unique_ptr<srv::Exchange> ex = pool.take(1024);
+  std::unique_ptr<srv::Exchange> ex = pool.take(1024, 1000);
   const srv::Exchange* first = ex.get();
   ex->path = "/fhir/Patient/a-long-enough-id-to-leave-the-inline-buffer";
   ex->query = "_count=10";
@@ -25,12 +25,14 @@ TEST_CASE("ExchangePool: a given-back exchange is reused empty, with its respons
   ex->upstream_head = "GET /fhir/Patient/1 HTTP/1.1\r\n\r\n";
   const auto head = http::testing::buffer_of("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
   REQUIRE(ex->response.read_head(head.get()) == http::MessageParser::Status::kDone);
+  const auto req = http::testing::buffer_of("GET /fhir/Patient/1 HTTP/1.1\r\nHost: a\r\n\r\n");
+  REQUIRE(ex->request.read_head(req.get()) == http::MessageParser::Status::kDone);
   pool.give(std::move(ex));
   CHECK(pool.spares() == 1);
-  CHECK(storage.spare_bytes() == 1);  // the response parser's head buffer went to the storage
+  CHECK(storage.spare_bytes() == 2);  // both parsers' head buffers went to the storage
 
   // The next request, perhaps another connection's, sees nothing of the last one.
-  std::unique_ptr<srv::Exchange> again = pool.take(64);
+  std::unique_ptr<srv::Exchange> again = pool.take(64, 10);
   CHECK(again.get() == first);
   CHECK(pool.spares() == 0);
   CHECK(again->path.empty());
@@ -42,25 +44,30 @@ TEST_CASE("ExchangePool: a given-back exchange is reused empty, with its respons
   CHECK(again->body.capacity() >= 100);  // capacity kept for reuse
   CHECK(again->upstream_head.empty());
   CHECK(again->response.head().headers.empty());
-  // Its response parser has the new limit: this head is longer than 64 bytes.
-  again->response.reset();
+  CHECK(again->request.head().headers.empty());
+  CHECK(again->request.head().method.empty());
+  // Its request parser has the new limits: this head is longer than 64 bytes.
   const auto big = http::testing::buffer_of(
-      "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pad: " + std::string(64, 'p') + "\r\n\r\n");
-  CHECK(again->response.read_head(big.get()) == http::MessageParser::Status::kError);
-  CHECK(again->response.error() == http::ParseError::kHeadersTooLarge);
+      "GET /fhir/Patient/1 HTTP/1.1\r\nX-Pad: " + std::string(64, 'p') + "\r\n\r\n");
+  CHECK(again->request.read_head(big.get()) == http::MessageParser::Status::kError);
+  CHECK(again->request.error() == http::ParseError::kHeadersTooLarge);
+  // The response parser takes at least 64 KiB of head whatever the clients' limit.
+  const auto reply = http::testing::buffer_of(
+      "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pad: " + std::string(1000, 'p') + "\r\n\r\n");
+  CHECK(again->response.read_head(reply.get()) == http::MessageParser::Status::kDone);
 }
 
 TEST_CASE("ExchangePool: large bodies are not kept, and at most kMaxSpares exchanges") {
   http::HeadStorage storage;
   srv::ExchangePool pool(storage);
-  auto ex = pool.take(1024);
+  auto ex = pool.take(1024, 1000);
   ex->body.assign(srv::ExchangePool::kKeptBodyCapacity + 1, 'b');
   pool.give(std::move(ex));
-  CHECK(pool.take(1024)->body.capacity() <= srv::ExchangePool::kKeptBodyCapacity);
+  CHECK(pool.take(1024, 1000)->body.capacity() <= srv::ExchangePool::kKeptBodyCapacity);
 
   std::vector<std::unique_ptr<srv::Exchange>> taken;
   for (std::size_t i = 0; i < srv::ExchangePool::kMaxSpares + 3; ++i)
-    taken.push_back(pool.take(1024));
+    taken.push_back(pool.take(1024, 1000));
   for (auto& e : taken) pool.give(std::move(e));
   CHECK(pool.spares() == srv::ExchangePool::kMaxSpares);
   pool.give(nullptr);  // nothing to give: no effect
