@@ -12,9 +12,6 @@
 #include <memory>
 #include <string>
 
-#include "policy/decision.h"
-#include "policy/fhir_request.h"
-#include "policy/policy.h"
 #include "proxy/event_ptr.h"
 #include "proxy/http/message_parser.h"
 #include "proxy/http/rejection.h"
