@@ -414,11 +414,10 @@ void Connection::rename_identity() {
   }
   SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
   X509* leaf = ssl != nullptr ? SSL_get0_peer_certificate(ssl) : nullptr;
-  const std::string trust = client_->identity.trust;
-  ClientIdentityPtr renamed =
-      leaf != nullptr
-          ? worker_.identities().get(leaf, SSL_get_peer_cert_chain(ssl), trust, req_state_)
-          : nullptr;
+  ClientIdentityPtr renamed = leaf != nullptr
+                                  ? worker_.identities().get(leaf, SSL_get_peer_cert_chain(ssl),
+                                                             client_->identity.trust, req_state_)
+                                  : nullptr;
   if (renamed)
     client_ = std::move(renamed);
   else
@@ -432,9 +431,7 @@ void Connection::begin_request() {
   const http::MessageHead& head = ex().request.head();
   keep_alive_ = head.keep_alive && !draining_;
   head_method_ = head.method == "HEAD";
-  ex().fhir = policy::FhirRequest{};
-  ex().decision = policy::Decision{};
-  ex().body.clear();
+  // fhir, decision and body start empty: the exchange came clean from the worker's pool.
   buffer_body_ = forwarding_ = chunked_upstream_ = false;
   request_body_done_ = !head.has_request_body();
   response_started_ = close_after_response_ = retried_ = audited_ = false;
