@@ -34,9 +34,18 @@ constexpr ev_ssize_t kMaxSingleIo = 64 * 1024;
 constexpr std::size_t kReadAhead = 64 * 1024;
 /// Plaintext per direct SSL_write: one full TLS record.
 constexpr std::size_t kRecordPlaintext = 16 * 1024;
+/// A keep-alive connection idle this long between requests gives its bufferevent back (park()).
+/// Not at once: a busy connection would pay a bufferevent and four epoll_ctl calls per request.
+constexpr std::chrono::milliseconds kParkAfter{100};
 
 timeval to_timeval(int ms) {
   return timeval{ms / 1000, (ms % 1000) * 1000};
+}
+
+timeval to_timeval(std::chrono::steady_clock::duration d) {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+  if (us <= 0) return timeval{0, 0};
+  return timeval{static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
 }
 
 std::string ip_of(const sockaddr* sa, std::uint16_t& port) {
@@ -96,24 +105,15 @@ Connection::Connection(Worker& worker, evutil_socket_t fd, const sockaddr* addr,
       max_header_bytes_(conn_state_->config.limits.max_header_bytes),
       max_body_bytes_(conn_state_->config.limits.max_body_bytes) {
   std::uint16_t port = 0;
-  client_ip_ = ip_of(addr, port);
+  const std::string ip = ip_of(addr, port);
   client_address_ = std::make_shared<const std::string>(
-      (addr->sa_family == AF_INET6 ? "[" + client_ip_ + "]" : client_ip_) + ":" +
-      std::to_string(port));
+      (addr->sa_family == AF_INET6 ? "[" + ip + "]" : ip) + ":" + std::to_string(port));
   id_ = worker_.next_connection_id();
-  down_stage_.reset(evbuffer_new());
-  ssl::SslPtr ssl = conn_state_->tls->new_ssl();
-  if (ssl) {
-    // BEV_OPT_CLOSE_ON_FREE: the bufferevent owns the socket and the SSL* from here on (even when
-    // creation fails), so the SslPtr is released at the call.
-    // Read-ahead: OpenSSL reads whatever the socket holds in one read() instead of a 5-byte record
-    // header and then the record (one syscall per request instead of two). See kick_tls_reader().
-    SSL_set_read_ahead(ssl.get(), 1);
-    down_.reset(bufferevent_openssl_socket_new(worker_.base(), fd, ssl.release(),
-                                               BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE));
-  } else {
-    evutil_closesocket(fd);
-  }
+  socket_ = ev::SocketFd(fd);
+  ssl_ = conn_state_->tls->new_ssl();
+  // Read-ahead: OpenSSL reads whatever the socket holds in one read() instead of a 5-byte record
+  // header and then the record (one syscall per request instead of two). See kick_tls_reader().
+  if (ssl_) SSL_set_read_ahead(ssl_.get(), 1);
   worker_.services().metrics.connection_opened();
   counted_open_ = true;
 }
@@ -136,10 +136,29 @@ Exchange& Connection::ex() {
 }
 
 bool Connection::start() {
-  if (!down_ || !down_stage_) {
+  header_timer_.reset(event_new(worker_.base(), -1, 0, &Connection::socket_cb, this));
+  if (!ssl_ || !header_timer_ || SSL_set_fd(ssl_.get(), socket_.get()) != 1) {
     dead_ = true;
     return false;
   }
+  SSL_set_accept_state(ssl_.get());
+  header_deadline_ =
+      Clock::now() + std::chrono::milliseconds(conn_state_->config.limits.header_timeout_ms);
+  idle_deadline_ =
+      Clock::now() + std::chrono::milliseconds(conn_state_->config.limits.idle_timeout_ms);
+  if (!wait_on_socket(EV_READ)) {
+    dead_ = true;
+    return false;
+  }
+  return true;
+}
+
+// The bufferevent for the client side, made once the handshake is done and the first request's
+// bytes are there. Without BEV_OPT_CLOSE_ON_FREE: the socket and the SSL stay the connection's.
+bool Connection::open_down(bufferevent_ssl_state state) {
+  down_stage_.reset(evbuffer_new());
+  down_.reset(bufferevent_openssl_socket_new(worker_.base(), socket_.get(), ssl_.get(), state, 0));
+  if (!down_ || !down_stage_) return false;
   bufferevent_openssl_set_allow_dirty_shutdown(down_.get(), 1);
   bufferevent_setcb(down_.get(), &Connection::down_read_cb, &Connection::down_write_cb,
                     &Connection::down_event_cb, this);
@@ -153,9 +172,101 @@ bool Connection::start() {
   const timeval idle = to_timeval(conn_state_->config.limits.idle_timeout_ms);
   bufferevent_set_timeouts(down_.get(), &idle, &idle);
   bufferevent_enable(down_.get(), EV_READ | EV_WRITE);
-  header_timer_.reset(evtimer_new(worker_.base(), &Connection::header_timeout_cb, this));
-  arm_header_timer();
   return true;
+}
+
+// Until its first request arrives, a connection has no bufferevent: the TLS handshake is driven
+// here (SSL_do_handshake on a socket event, as libevent's own bufferevent_openssl does it), and a
+// connection that is idle after it (or between requests, park()) waits on that same one event.
+// An idle mTLS connection then costs its SSL and this object, not ~1.2 KiB more of bufferevent and
+// buffers. The wait keeps the request-head deadline (which the handshake counts against) and the
+// idle timeout.
+bool Connection::wait_on_socket(short what) {
+  const timeval tv = to_timeval(std::min(header_deadline_, idle_deadline_) - Clock::now());
+  event_del(header_timer_.get());
+  return event_assign(header_timer_.get(), worker_.base(), socket_.get(), what,
+                      &Connection::socket_cb, this) == 0 &&
+         event_add(header_timer_.get(), &tv) == 0;
+}
+
+// A keep-alive connection idle for kParkAfter with nothing buffered anywhere (no request begun, no
+// pipelined bytes, nothing unsent, no TLS record read ahead) frees its bufferevent and staging
+// buffer and waits on the socket (wait_on_socket()); its next request makes them again. Called
+// from the head timer, outside down_'s callbacks: the bufferevent goes at once.
+bool Connection::park() {
+  if (!down_ || ex_ || up_ || draining_ || close_after_response_) return false;
+  if (evbuffer_get_length(bufferevent_get_input(down_.get())) != 0 ||
+      evbuffer_get_length(bufferevent_get_output(down_.get())) != 0 ||
+      evbuffer_get_length(down_stage_.get()) != 0 || SSL_has_pending(ssl_.get()) != 0)
+    return false;
+  down_.reset();
+  down_stage_.reset();
+  if (!wait_on_socket(EV_READ)) close_now();
+  return true;
+}
+
+// From the socket wait to the bufferevent's life: the event is the head timer again, for what is
+// left of the deadline.
+bool Connection::head_timer_from_socket() {
+  event_del(header_timer_.get());
+  const timeval tv = to_timeval(header_deadline_ - Clock::now());
+  return event_assign(header_timer_.get(), worker_.base(), -1, 0, &Connection::header_timeout_cb,
+                      this) == 0 &&
+         evtimer_add(header_timer_.get(), &tv) == 0;
+}
+
+void Connection::socket_cb(evutil_socket_t, short what, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  CallbackScope scope(c);
+  if (!c->dead_) c->on_socket(what);
+}
+
+void Connection::on_socket(short what) {
+  if ((what & EV_TIMEOUT) != 0) {
+    // Within a millisecond of the head deadline counts as it (timers are not exact).
+    if (Clock::now() + std::chrono::milliseconds(1) >= header_deadline_) {
+      on_header_timeout();
+    } else if (down_phase_ == Down::kHandshake) {
+      handshake_failed();  // idle_timeout_ms without a byte of the handshake
+    } else {
+      worker_.services().log.info(
+          "client connection idle timeout",
+          {{"connection", std::to_string(id_)}, {"client", *client_address_}});
+      close_now();
+    }
+    return;
+  }
+  if (down_phase_ == Down::kHandshake) {
+    continue_handshake();
+    return;
+  }
+  // Idle and now readable (bytes or EOF): a bufferevent from here on; it reads on the loop's next
+  // round. The head deadline keeps running, as a timer.
+  if (!head_timer_from_socket() || !open_down(BUFFEREVENT_SSL_OPEN)) close_now();
+}
+
+void Connection::continue_handshake() {
+  ERR_clear_error();
+  const int r = SSL_do_handshake(ssl_.get());
+  if (r == 1) {
+    handshake_done();
+    return;
+  }
+  const int err = SSL_get_error(ssl_.get(), r);
+  ERR_clear_error();
+  idle_deadline_ =
+      Clock::now() + std::chrono::milliseconds(conn_state_->config.limits.idle_timeout_ms);
+  if ((err == SSL_ERROR_WANT_READ && wait_on_socket(EV_READ)) ||
+      (err == SSL_ERROR_WANT_WRITE && wait_on_socket(EV_WRITE)))
+    return;
+  handshake_failed();
+}
+
+std::string_view Connection::client_ip() const {
+  std::string_view a = *client_address_;  // ip:port, or [ip]:port for IPv6
+  a = a.substr(0, a.rfind(':'));
+  if (a.size() >= 2 && a.front() == '[') a = a.substr(1, a.size() - 2);
+  return a;
 }
 
 // ---- libevent entry points -------------------------------------------------------------------
@@ -205,8 +316,7 @@ void Connection::header_timeout_cb(evutil_socket_t, short, void* arg) {
 void Connection::kick_tls_reader() {
   if (!down_ || down_phase_ == Down::kHandshake || down_phase_ == Down::kClosing) return;
   if ((bufferevent_get_enabled(down_.get()) & EV_READ) == 0) return;
-  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
-  if (ssl == nullptr || SSL_has_pending(ssl) == 0) return;
+  if (SSL_has_pending(ssl_.get()) == 0) return;
   size_t high = 0;
   bufferevent_getwatermark(down_.get(), EV_READ, nullptr, &high);
   if (high != 0 && evbuffer_get_length(bufferevent_get_input(down_.get())) >= high) return;
@@ -214,11 +324,7 @@ void Connection::kick_tls_reader() {
 }
 
 void Connection::on_down_event(short events) {
-  if (events & BEV_EVENT_CONNECTED) {
-    handshake_done();
-    return;
-  }
-  if (down_phase_ == Down::kHandshake) {
+  if (down_phase_ == Down::kHandshake) {  // cannot happen: the handshake has no bufferevent
     handshake_failed();
     return;
   }
@@ -237,7 +343,7 @@ void Connection::on_down_event(short events) {
 }
 
 void Connection::handshake_failed() {
-  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  SSL* ssl = ssl_.get();
   if (ssl != nullptr && SSL_get_rbio(ssl) != nullptr && BIO_number_read(SSL_get_rbio(ssl)) == 0) {
     // Closed before sending a byte: a TCP health check or port probe, not a handshake attempt.
     down_phase_ = Down::kClosing;
@@ -255,8 +361,9 @@ void Connection::handshake_failed() {
 }
 
 void Connection::handshake_done() {
-  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  SSL* ssl = ssl_.get();
   const tls::PeerVerification pv = conn_state_->tls->peer_verification(ssl);
+  tls::ServerContext::forget_handshake(ssl);
   auto& metrics = worker_.services().metrics;
   if (pv.result.ok) {
     X509* leaf = SSL_get0_peer_certificate(ssl);
@@ -284,7 +391,6 @@ void Connection::handshake_done() {
     // anonymous; every request on this connection gets 401.
     cert_invalid_ = true;
     cert_reason_ = pv.result.reason;
-    cert_message_ = pv.result.message;
     X509* leaf = SSL_get0_peer_certificate(ssl);
     policy::Identity refused;
     if (leaf != nullptr)
@@ -295,17 +401,39 @@ void Connection::handshake_done() {
     metrics.count_handshake(false, cert_reason_);
   }
   down_phase_ = Down::kHead;
-  read_head();
+  if (dead_) return;
+  // Records read ahead with the handshake's last flight: a bufferevent now (kick_tls_reader reads
+  // them once this callback returns). Otherwise wait, bufferevent-less, for the first request.
+  idle_deadline_ =
+      Clock::now() + std::chrono::milliseconds(conn_state_->config.limits.idle_timeout_ms);
+  const bool ok = SSL_has_pending(ssl_.get()) != 0
+                      ? head_timer_from_socket() && open_down(BUFFEREVENT_SSL_OPEN)
+                      : wait_on_socket(EV_READ);
+  if (!ok) close_now();
 }
 
 // ---- requests ----------------------------------------------------------------------------------
 
+// Between requests: the head deadline, and the idle timeout (for a parked connection; down_'s read
+// timeout is the same). The timer fires first at kParkAfter, to park().
 void Connection::arm_header_timer() {
-  const timeval t = to_timeval(conn_state_->config.limits.header_timeout_ms);
+  const auto now = Clock::now();
+  header_deadline_ = now + std::chrono::milliseconds(conn_state_->config.limits.header_timeout_ms);
+  idle_deadline_ = now + std::chrono::milliseconds(conn_state_->config.limits.idle_timeout_ms);
+  const timeval t = to_timeval(std::min<Clock::duration>(header_deadline_ - now, kParkAfter));
   evtimer_add(header_timer_.get(), &t);
 }
 
 void Connection::on_header_timeout() {
+  if (down_phase_ == Down::kHead &&
+      Clock::now() + std::chrono::milliseconds(1) < header_deadline_) {
+    // Not the deadline yet: the moment to park. A request that has begun keeps its deadline.
+    if (!park()) {
+      const timeval t = to_timeval(header_deadline_ - Clock::now());
+      evtimer_add(header_timer_.get(), &t);
+    }
+    return;
+  }
   if (down_phase_ == Down::kHandshake) {
     worker_.services().metrics.count_handshake(false, tls::VerifyReason::kProtocol);
     worker_.services().log.info("TLS handshake timed out", {{"client", *client_address_}});
@@ -313,7 +441,7 @@ void Connection::on_header_timeout() {
     return;
   }
   if (down_phase_ == Down::kHead) {
-    if (evbuffer_get_length(bufferevent_get_input(down_.get())) > 0) {
+    if (down_ && evbuffer_get_length(bufferevent_get_input(down_.get())) > 0) {
       reject(http::Rejection::kRequestTimeout, "request head not received in time", true);
     } else {
       close_now();
@@ -375,7 +503,7 @@ void Connection::reverify() {
   // the HIPAA mapping: a kept-alive connection is judged again, once, under the new snapshot.
   conn_state_ = req_state_;
   if (!client_ || !client_->identity.present) return;  // anonymous or refused: nothing to re-check
-  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  SSL* ssl = ssl_.get();
   X509* leaf = ssl != nullptr ? SSL_get0_peer_certificate(ssl) : nullptr;
   STACK_OF(X509)* chain = ssl != nullptr ? SSL_get_peer_cert_chain(ssl) : nullptr;
   const tls::VerifyResult r = leaf != nullptr
@@ -412,7 +540,7 @@ void Connection::rename_identity() {
     client_ = worker_.identities().anonymous(req_state_);
     return;
   }
-  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  SSL* ssl = ssl_.get();
   X509* leaf = ssl != nullptr ? SSL_get0_peer_certificate(ssl) : nullptr;
   ClientIdentityPtr renamed = leaf != nullptr
                                   ? worker_.identities().get(leaf, SSL_get_peer_cert_chain(ssl),
@@ -589,7 +717,7 @@ void Connection::forward() {
   }
   chunked_upstream_ = framing.chunked;
   const http::ForwardAdditions add{client_->header_block, req_state_->config.identity_headers.rule,
-                                   ex().decision.rule, client_ip_, req_state_->upstream_authority};
+                                   ex().decision.rule, client_ip(), req_state_->upstream_authority};
   ex().upstream_head.clear();
   http::append_forward_request_head(ex().upstream_head, head, *req_state_->reserved, add, framing);
   if (!send_to_upstream()) return;
@@ -882,7 +1010,7 @@ void Connection::flush_down() {
     return;
   }
   evbuffer* out = bufferevent_get_output(down_.get());
-  SSL* ssl = bufferevent_openssl_get_ssl(down_.get());
+  SSL* ssl = ssl_.get();
   if (evbuffer_get_length(out) == 0 && ssl != nullptr && SSL_is_init_finished(ssl)) {
     while (left > 0) {
       const std::size_t n = std::min(left, kRecordPlaintext);
@@ -1040,15 +1168,14 @@ void Connection::close_now() {
   dead_ = true;
   down_phase_ = Down::kClosing;
   up_.reset();
-  if (header_timer_) evtimer_del(header_timer_.get());
-  if (down_) {
-    if (SSL* ssl = bufferevent_openssl_get_ssl(down_.get())) {
-      // Quiet: marks the shutdown done (the session stays resumable) without sending anything.
-      SSL_set_quiet_shutdown(ssl, cut_response ? 1 : 0);
-      SSL_shutdown(ssl);  // best effort close_notify; the socket closes regardless
-    }
-    down_.reset();
+  if (header_timer_) event_del(header_timer_.get());  // the head timer, or the socket wait
+  if (ssl_ && (down_ || SSL_is_init_finished(ssl_.get()))) {
+    // Quiet: marks the shutdown done (the session stays resumable) without sending anything.
+    SSL_set_quiet_shutdown(ssl_.get(), cut_response ? 1 : 0);
+    SSL_shutdown(ssl_.get());  // best effort close_notify; the socket closes regardless
   }
+  down_.reset();
+  worker_.retire(std::move(ssl_), std::move(socket_));
   if (depth_ == 0) worker_.destroy(this);
 }
 
@@ -1056,8 +1183,8 @@ void Connection::drain() {
   draining_ = true;
   keep_alive_ = false;
   const bool idle = down_phase_ == Down::kHandshake ||
-                    (down_phase_ == Down::kHead && down_ &&
-                     evbuffer_get_length(bufferevent_get_input(down_.get())) == 0);
+                    (down_phase_ == Down::kHead &&
+                     (!down_ || evbuffer_get_length(bufferevent_get_input(down_.get())) == 0));
   if (idle) {
     CallbackScope scope(this);
     close_now();

@@ -5,6 +5,7 @@
 // has closed and no libevent callback of it is on the stack.
 #pragma once
 
+#include <event2/bufferevent_ssl.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "policy/ssl_ptr.h"
 #include "proxy/event_ptr.h"
 #include "proxy/http/message_parser.h"
 #include "proxy/http/rejection.h"
@@ -21,6 +23,7 @@
 #include "proxy/server/exchange.h"
 #include "proxy/server/runtime_state.h"
 #include "proxy/server/upstream_pool.h"
+#include "proxy/socket_fd.h"
 #include "proxy/tls/trust_store.h"
 
 namespace fmp::proxy::server {
@@ -57,6 +60,7 @@ class Connection : private http::MessageParser::BodySink {
   static void up_event_cb(bufferevent*, short events, void* arg);
   static void header_timeout_cb(evutil_socket_t, short, void* arg);
   static void resume_cb(evutil_socket_t, short, void* arg);
+  static void socket_cb(evutil_socket_t, short what, void* arg);
 
   void on_down_read();
   void on_down_write();
@@ -65,7 +69,13 @@ class Connection : private http::MessageParser::BodySink {
   void on_up_write();
   void on_up_event(short events);
   void on_header_timeout();
+  void on_socket(short what);
 
+  bool open_down(bufferevent_ssl_state state);
+  bool wait_on_socket(short what);
+  bool park();
+  bool head_timer_from_socket();
+  void continue_handshake();
   void handshake_done();
   void handshake_failed();
   void read_head();
@@ -101,24 +111,33 @@ class Connection : private http::MessageParser::BodySink {
   void close_now();
   void release_upstream(bool reusable);
   bool request_body_pending() const;
+  std::string_view client_ip() const;  ///< from client_address_
 
   Worker& worker_;
   StatePtr conn_state_;  ///< the snapshot at accept: its TLS context served the handshake
   StatePtr req_state_;   ///< the snapshot of the current request
+  // The socket and the SSL belong to the connection, not to down_: there is no bufferevent during
+  // the handshake and until the first request's bytes arrive (wait_on_socket()). Declared before
+  // down_, which goes first.
+  ev::SocketFd socket_;
+  ssl::SslPtr ssl_;
   ev::BufferEventPtr down_;
   /// Bytes for the client gathered during one callback; flush_down() writes them with SSL_write
   /// directly when nothing is queued in down_, so an answer costs no write-event round trip.
   ev::EvBufferPtr down_stage_;
+  /// The request-head deadline (from accept, then from the end of each response). Before the
+  /// first request it is the socket wait of the handshake and of the idle connection, with the
+  /// head and idle deadlines as its timeout (wait_on_socket()).
   ev::EventPtr header_timer_;
+  Clock::time_point header_deadline_{};
+  Clock::time_point idle_deadline_{};  ///< for the socket wait (down_ has its own read timeout)
   ev::EventPtr resume_event_;  ///< runs read_head() for a pipelined request from the event loop
   /// Limits of the configuration the connection was accepted with (a reload's apply to new ones).
   const std::size_t max_header_bytes_;
   const std::size_t max_body_bytes_;
-  std::string client_ip_;
   std::shared_ptr<const std::string> client_address_;  ///< ip:port, for logs and audit events
   std::uint64_t id_ = 0;
   std::uint64_t request_seq_ = 0;
-  bool counted_open_ = false;
 
   /// The client's identity (shared with this worker's other connections presenting the same
   /// certificate chain); set at the end of the handshake, replaced only by a reload that
@@ -126,7 +145,6 @@ class Connection : private http::MessageParser::BodySink {
   ClientIdentityPtr client_;
   bool cert_invalid_ = false;
   tls::VerifyReason cert_reason_ = tls::VerifyReason::kNone;
-  std::string cert_message_;
 
   Down down_phase_ = Down::kHandshake;
   Up up_phase_ = Up::kNone;
@@ -151,6 +169,7 @@ class Connection : private http::MessageParser::BodySink {
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;
 
+  bool counted_open_ = false;
   bool draining_ = false;
   bool dead_ = false;
   int depth_ = 0;

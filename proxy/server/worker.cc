@@ -43,6 +43,9 @@ Worker::Worker(Services services, int index, const ProxyConfig& config)
   evconnlistener_set_error_cb(listener_.get(), &Worker::accept_error_cb);
   stop_event_.reset(event_new(base_.get(), -1, 0, &Worker::stop_cb, this));
   drain_timer_.reset(evtimer_new(base_.get(), &Worker::drain_deadline_cb, this));
+  reap_event_.reset(event_new(base_.get(), -1, 0, &Worker::reap_cb, this));
+  if (!stop_event_ || !drain_timer_ || !reap_event_)
+    throw std::runtime_error("cannot create the worker's events");
   pool_ = std::make_unique<UpstreamPool>(base_.get(), services_.metrics);
   const int workers = config.workers > 0 ? config.workers : 1;
   max_connections_ = static_cast<std::size_t>(std::max(1, config.limits.max_connections / workers));
@@ -99,6 +102,18 @@ void Worker::on_accept(evutil_socket_t fd, sockaddr* addr) {
 void Worker::destroy(Connection* c) {
   connections_.erase(c);
   if (draining_ && connections_.empty()) event_base_loopexit(base_.get(), nullptr);
+}
+
+void Worker::retire(ssl::SslPtr ssl, ev::SocketFd socket) {
+  if (!ssl && socket.get() < 0) return;
+  retired_.push_back(Retired{std::move(ssl), std::move(socket)});
+  // Runs once the callback running now has returned (on this loop iteration); activating an
+  // event that is already active changes nothing.
+  event_active(reap_event_.get(), EV_TIMEOUT, 1);
+}
+
+void Worker::reap_cb(evutil_socket_t, short, void* arg) {
+  static_cast<Worker*>(arg)->retired_.clear();
 }
 
 void Worker::stop_cb(evutil_socket_t, short, void* arg) {

@@ -8,7 +8,9 @@
 #include <memory>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
+#include "policy/ssl_ptr.h"
 #include "proxy/event_ptr.h"
 #include "proxy/http/head_storage.h"
 #include "proxy/log/logger.h"
@@ -18,6 +20,7 @@
 #include "proxy/server/exchange.h"
 #include "proxy/server/runtime_state.h"
 #include "proxy/server/upstream_pool.h"
+#include "proxy/socket_fd.h"
 
 namespace fmp::proxy::server {
 
@@ -59,12 +62,17 @@ class Worker {
   std::uint64_t next_connection_id() { return (static_cast<std::uint64_t>(index_) << 48) | ++seq_; }
   /// Deletes a closed connection (called when none of its callbacks is on the stack).
   void destroy(Connection* c);
+  /// Frees a closed connection's SSL and closes its socket once the event-loop callback running
+  /// now has returned: libevent's bufferevent code up the stack may still use both until then
+  /// (what BEV_OPT_CLOSE_ON_FREE would defer the same way).
+  void retire(ssl::SslPtr ssl, ev::SocketFd socket);
 
  private:
   static void accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* arg);
   static void accept_error_cb(evconnlistener*, void* arg);
   static void stop_cb(evutil_socket_t, short, void* arg);
   static void drain_deadline_cb(evutil_socket_t, short, void* arg);
+  static void reap_cb(evutil_socket_t, short, void* arg);
   void on_accept(evutil_socket_t fd, sockaddr* addr);
   void begin_drain();
 
@@ -75,6 +83,12 @@ class Worker {
   ev::EvConnListenerPtr listener_;
   ev::EventPtr stop_event_;
   ev::EventPtr drain_timer_;
+  struct Retired {
+    ssl::SslPtr ssl;
+    ev::SocketFd socket;
+  };
+  std::vector<Retired> retired_;  ///< freed by reap_event_ (or with the worker)
+  ev::EventPtr reap_event_;
   std::unique_ptr<UpstreamPool> pool_;
   ClientIdentityCache identities_;
   // Before connections_: they outlive the connections, which give back to them.

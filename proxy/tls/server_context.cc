@@ -465,6 +465,12 @@ PeerVerification ServerContext::peer_verification(SSL* ssl) const {
   return pv;
 }
 
+void ServerContext::forget_handshake(SSL* ssl) {
+  const int idx = state_index();
+  SslState* st = state_of(ssl);
+  if (st != nullptr && SSL_set_ex_data(ssl, idx, nullptr) == 1) delete st;
+}
+
 void ServerContext::forget_sessions() const {
   SSL_CTX_flush_sessions(ctx_.get(), 0);  // 0: every session, expired or not
 }

@@ -37,6 +37,11 @@ class ServerContext {
   /// callback, or from the resumed session's stored outcome) and the peer chain.
   PeerVerification peer_verification(SSL* ssl) const;
 
+  /// Frees what the handshake's callbacks kept on `ssl`, once peer_verification() has been read:
+  /// a connection does not carry it for its lifetime. A verify or ticket callback on `ssl` after
+  /// this refuses (renegotiation is off; tickets are issued within the handshake).
+  static void forget_handshake(SSL* ssl);
+
   /// Maps a failed handshake (SSL_get_verify_result, alerts, error queue) to a metric reason.
   VerifyReason failure_reason(SSL* ssl) const;
 

@@ -164,6 +164,89 @@ class KeepAliveRearmTest(LifecycleTestCase):
         self.assertEqual(len(reqs), 6)
 
 
+class IdleConnectionTest(LifecycleTestCase):
+    """A connection idle before its first request, or for 100 ms between requests, waits on its
+    socket without a bufferevent (README "Idle connections"). These check that such a connection
+    comes back whole, and that both deadlines still hold while it waits."""
+
+    def test_idle_timeout_closes_a_connection_waiting_between_requests(self):
+        proxy = self.start_proxy(self.config(limits={"header_timeout_ms": 30000,
+                                                     "idle_timeout_ms": 700}))
+        with client.Connection(self.ctx(), proxy.port) as c:
+            self.assertEqual(c.request("GET", "/fhir/Patient/1").status, 200)
+            ended = time.monotonic()
+            self.assertTrue(c.is_closed_by_peer(timeout=5))
+            elapsed = time.monotonic() - ended
+        self.assertGreaterEqual(elapsed, 0.5, "closed before idle_timeout_ms")
+        self.assertLess(elapsed, 3.0, "idle_timeout_ms not applied to the idle connection")
+        self.assertTrue(wait_until(lambda: any(
+            r.get("msg") == "client connection idle timeout" for r in self.stderr_records(proxy)), 5))
+
+    def test_idle_timeout_closes_a_connection_that_never_sends_a_request(self):
+        proxy = self.start_proxy(self.config(limits={"header_timeout_ms": 30000,
+                                                     "idle_timeout_ms": 700}))
+        started = time.monotonic()
+        with client.connect(self.ctx(), proxy.port) as sock:  # handshake done, then silence
+            closed, data = closed_within(sock, 5.0)
+        elapsed = time.monotonic() - started
+        self.assertTrue(closed)
+        self.assertEqual(data, b"")
+        self.assertGreaterEqual(elapsed, 0.5)
+        self.assertLess(elapsed, 3.0)
+
+    def test_connection_idle_after_the_handshake_serves_requests(self):
+        with client.Connection(self.ctx(), self.proxy_port()) as c:
+            time.sleep(0.3)
+            self.assertEqual(c.request("GET", "/fhir/Patient/1").status, 200)
+            time.sleep(0.3)
+            self.assertEqual(c.request("GET", "/fhir/Patient/2").status, 200)
+        self.assertEqual([r.path for r in self.up.wait_for_requests(2)],
+                         ["/fhir/Patient/1", "/fhir/Patient/2"])
+
+    def test_pipelined_requests_after_a_pause_are_all_answered(self):
+        with client.Connection(self.ctx(), self.proxy_port()) as c:
+            self.assertEqual(c.request("GET", "/fhir/Patient/0").status, 200)
+            time.sleep(0.3)
+            c.send_raw(b"".join(client.build_request("GET", "/fhir/Patient/%d" % i,
+                                                     port=self.proxy_port()) for i in (1, 2, 3)))
+            statuses = [c.read_response().status for _ in range(3)]
+        self.assertEqual(statuses, [200, 200, 200])
+        self.assertEqual([r.path for r in self.up.wait_for_requests(4)],
+                         ["/fhir/Patient/%d" % i for i in range(4)])
+
+    def test_streamed_body_after_a_pause_arrives_whole(self):
+        body = bytes(range(256)) * 1024  # 256 KiB: beyond the read-ahead, streamed upstream
+        with client.Connection(self.ctx(), self.proxy_port()) as c:
+            self.assertEqual(c.request("GET", "/fhir/Patient/0").status, 200)
+            time.sleep(0.3)
+            r = c.request("POST", "/fhir/Binary", headers=[
+                ("Content-Type", "application/octet-stream")], body=body)
+        self.assertEqual(r.status, 200, r.body[:200])
+        self.assertEqual(r.json()["body_length"], len(body))
+
+    def test_stop_closes_idle_connections_at_once(self):
+        proxy = self.start_proxy(self.config(limits={"header_timeout_ms": 30000,
+                                                     "idle_timeout_ms": 30000}))
+        conns = [client.Connection(self.ctx(), proxy.port) for _ in range(3)]
+        for c in conns:
+            self.addCleanup(c.close)
+            self.assertEqual(c.request("GET", "/fhir/Patient/1").status, 200)
+        idle_since_handshake = client.connect(self.ctx(), proxy.port)
+        self.addCleanup(idle_since_handshake.close)
+        time.sleep(0.3)
+        started = time.monotonic()
+        proxy.stop()
+        self.assertLess(time.monotonic() - started, 5.0)
+        for c in conns:
+            self.assertTrue(c.is_closed_by_peer(timeout=2))
+        self.assertTrue(closed_within(idle_since_handshake, 2.0)[0])
+
+    def proxy_port(self):
+        if not hasattr(self, "_proxy"):
+            self._proxy = self.start_proxy()
+        return self._proxy.port
+
+
 class UpstreamTimeoutTest(LifecycleTestCase):
     def test_response_stalling_mid_body_closes_the_client_and_others_are_served(self):
         def respond(sock, head):

@@ -382,6 +382,30 @@ TEST_CASE("a session ticket resumes with the verified community, but not across 
   }
 }
 
+TEST_CASE("forget_handshake frees the handshake's state; the session still resumes verified") {
+  Env env;
+  auto sc = ServerContext::build(env.config(ClientCertMode::kRequire));
+  for (int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    CAPTURE(version);
+    auto cctx = client_ctx(&env.leaf_a, version);
+    auto [first, session] = verified_handshake(*sc, cctx.get());
+    ServerContext::forget_handshake(first.server.get());
+    // Nothing of the handshake is left to read: the connection read it once (fail closed after).
+    const PeerVerification gone = sc->peer_verification(first.server.get());
+    CHECK_FALSE(gone.result.ok);
+    CHECK(gone.result.reason == VerifyReason::kOther);
+    ServerContext::forget_handshake(first.server.get());  // again: nothing to free
+    ServerContext::forget_handshake(nullptr);
+
+    // The session carries its own outcome: resuming it is verified as before.
+    auto second = connect(*sc, cctx.get(), session.get());
+    REQUIRE(second.outcome.server == Step::kDone);
+    CHECK(second.peer.resumed);
+    CHECK(second.peer.result.ok);
+    CHECK(second.peer.result.community == "alpha");
+  }
+}
+
 TEST_CASE("a resumed session keeps the client's chain; its lifetime ends with the certificate") {
   Env env;
   auto short_spec = env.leaf("client a, expiring", 12);
