@@ -97,6 +97,14 @@ std::string_view client_address_of(const AuditEvent& e) {
   return e.client_address ? std::string_view(*e.client_address) : std::string_view();
 }
 
+void write_peer_members(JsonWriter& w, const AuditPeer& peer) {
+  w.field("subject", peer.subject);
+  w.key("san_uri").string_array(peer.san_uri);
+  w.field("fingerprint", peer.fingerprint);
+  w.field("trust", peer.trust);
+  w.key("hipaa").string_array(peer.hipaa);
+}
+
 }  // namespace
 
 std::string_view Rfc3339MsFormatter::format(std::chrono::system_clock::time_point t) {
@@ -134,6 +142,13 @@ std::string format_rfc3339_ms(std::chrono::system_clock::time_point t) {
   return std::string(formatter.format(t));
 }
 
+void prepare_audit_peer(AuditPeer& peer) {
+  std::string members;
+  JsonWriter w(members);
+  write_peer_members(w, peer);
+  peer.json_members = std::move(members);
+}
+
 void append_json_line(std::string& out, const AuditEvent& e, Rfc3339MsFormatter& time) {
   const AuditPeer& peer = peer_of(e);
   JsonWriter w(out);
@@ -142,11 +157,10 @@ void append_json_line(std::string& out, const AuditEvent& e, Rfc3339MsFormatter&
   w.field("connection_id", e.connection_id);
   w.field("request_id", e.request_id);
   w.field("client", client_address_of(e));
-  w.field("subject", peer.subject);
-  w.key("san_uri").string_array(peer.san_uri);
-  w.field("fingerprint", peer.fingerprint);
-  w.field("trust", peer.trust);
-  w.key("hipaa").string_array(peer.hipaa);
+  if (peer.json_members.empty())
+    write_peer_members(w, peer);
+  else
+    w.members(peer.json_members);
   w.field("method", e.method);
   w.field("path", without_query(e.path));
   w.field("fhir_resource", e.fhir_resource);

@@ -26,7 +26,14 @@ struct AuditPeer {
   std::string fingerprint;           ///< lowercase hex SHA-256 of the DER leaf
   std::string trust;                 ///< trust community that verified the chain
   std::vector<std::string> hipaa;    ///< HIPAA categories
+  /// The fields above as append_json_line() writes them ("subject" to "hipaa", no braces), made
+  /// once by prepare_audit_peer() so each record copies them instead of escaping them again.
+  /// Empty: written field by field.
+  std::string json_members;
 };
+
+/// Fills peer.json_members from the peer's fields (call after setting them, before sharing).
+void prepare_audit_peer(AuditPeer& peer);
 
 /// One audited request. Strings are copied as given; the serialisers replace invalid UTF-8
 /// (certificate fields can carry anything) rather than fail.

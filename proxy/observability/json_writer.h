@@ -94,6 +94,13 @@ class JsonWriter {
     return *this;
   }
 
+  /// Object members already written by a JsonWriter (`"k":v,...` with no surrounding braces),
+  /// copied as they are; the caller vouches for them.
+  JsonWriter& members(std::string_view serialized) {
+    separate();
+    out_ += serialized;
+    return *this;
+  }
   /// key(k) then value(v).
   template <typename T>
   JsonWriter& field(std::string_view k, const T& v) {

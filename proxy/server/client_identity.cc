@@ -60,6 +60,7 @@ ClientIdentityPtr make_client_identity(policy::Identity identity,
   peer->fingerprint = identity.fingerprint_sha256;
   peer->trust = identity.trust;
   peer->hipaa = identity.hipaa;
+  observability::prepare_audit_peer(*peer);
   c->audit_peer = std::move(peer);
   c->identity = std::move(identity);
   return c;

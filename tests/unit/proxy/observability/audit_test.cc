@@ -481,6 +481,28 @@ TEST_CASE("to_json_line: the same line, byte for byte, as the nlohmann serialise
   CHECK(obs::to_json_line(bad) == expected);
 }
 
+TEST_CASE("a prepared peer writes the same bytes as one written field by field") {
+  for (obs::AuditEvent e : {sample_event(), odd_event()}) {
+    const std::string plain = obs::to_json_line(e);
+    auto prepared = std::make_shared<obs::AuditPeer>(*e.peer);
+    obs::prepare_audit_peer(*prepared);
+    CHECK_FALSE(prepared->json_members.empty());
+    e.peer = prepared;
+    CHECK(obs::to_json_line(e) == plain);
+  }
+  // Invalid UTF-8, quotes, no SAN URI, no HIPAA category.
+  auto e = sample_event();
+  auto odd = std::make_shared<obs::AuditPeer>();
+  odd->subject = std::string("CN=\"q\"\\ \xff\x01");
+  odd->fingerprint = "00";
+  e.peer = odd;
+  const std::string plain = obs::to_json_line(e);
+  obs::prepare_audit_peer(*odd);
+  CHECK(obs::to_json_line(e) == plain);
+  CHECK(json::parse(plain)["san_uri"] == json::array());
+  CHECK(json::parse(plain)["subject"] == "CN=\"q\"\\ \xEF\xBF\xBD\u0001");
+}
+
 TEST_CASE("to_json_line: duration_ms stays a finite float") {
   auto e = sample_event();
   e.duration_ms = 3.0;
