@@ -29,6 +29,9 @@ constexpr long long kMaxMillis = 24LL * 3600 * 1000;              // one day
 constexpr long long kMaxTicketLifetimeS = 7LL * 24 * 3600;        // TLS 1.3 limit (RFC 8446 4.6.1)
 constexpr long long kMaxSessionCacheSize = 100000;                // ~13 KiB each: ~1.3 GiB at most
 constexpr long long kMaxBytes = std::numeric_limits<int>::max();  // keeps size arithmetic in range
+/// A request or response head above 80 KiB is refused by http_parser itself (HTTP_MAX_HEADER_SIZE,
+/// as Debian builds it) with a plain 400: the limit stays below that, so it always answers 431.
+constexpr long long kMaxHeaderBytes = 65536;
 
 /// Header names the proxy sets or that frame the message: an identity header may not reuse them.
 constexpr const char* kReservedHeaders[] = {"host",
@@ -433,7 +436,7 @@ void read_limits(Reader& r, const Entry& e, Limits& l) {
                          "header_timeout_ms", "max_connections"});
   if (!m) return;
   if (auto it = m->find("max_header_bytes"); it != m->end())
-    r.integer(it->second, 1, kMaxBytes, l.max_header_bytes);
+    r.integer(it->second, 1, kMaxHeaderBytes, l.max_header_bytes);
   if (auto it = m->find("max_body_bytes"); it != m->end())
     r.integer(it->second, 1, kMaxBytes, l.max_body_bytes);
   if (auto it = m->find("idle_timeout_ms"); it != m->end())

@@ -158,15 +158,18 @@ bool Connection::start() {
 bool Connection::open_down(bufferevent_ssl_state state) {
   down_stage_.reset(evbuffer_new());
   down_.reset(bufferevent_openssl_socket_new(worker_.base(), socket_.get(), ssl_.get(), state, 0));
-  if (!down_ || !down_stage_) return false;
+  if (!down_ || !down_stage_) {
+    down_.reset();
+    down_stage_.reset();
+    return false;
+  }
   bufferevent_openssl_set_allow_dirty_shutdown(down_.get(), 1);
   bufferevent_setcb(down_.get(), &Connection::down_read_cb, &Connection::down_write_cb,
                     &Connection::down_event_cb, this);
   bufferevent_setwatermark(down_.get(), EV_WRITE, kLowWatermark, 0);
   // Reading stays enabled for the connection's life (no epoll_ctl per request); the high read
   // watermark bounds what a client can pipeline ahead of the request being served.
-  bufferevent_setwatermark(down_.get(), EV_READ, 0,
-                           conn_state_->config.limits.max_header_bytes + kReadAhead);
+  bufferevent_setwatermark(down_.get(), EV_READ, 0, max_header_bytes_ + kReadAhead);
   bufferevent_set_max_single_read(down_.get(), kMaxSingleIo);
   bufferevent_set_max_single_write(down_.get(), kMaxSingleIo);
   const timeval idle = to_timeval(conn_state_->config.limits.idle_timeout_ms);
@@ -182,6 +185,10 @@ bool Connection::open_down(bufferevent_ssl_state state) {
 // buffers. The wait keeps the request-head deadline (which the handshake counts against) and the
 // idle timeout.
 bool Connection::wait_on_socket(short what) {
+  // Which deadline the timeout stands for is decided here, not from the clock when it fires:
+  // libevent's timers may fire a few milliseconds early or late.
+  wait_for_head_ = header_deadline_ <= idle_deadline_;
+  park_timer_ = false;
   const timeval tv = to_timeval(std::min(header_deadline_, idle_deadline_) - Clock::now());
   event_del(header_timer_.get());
   return event_assign(header_timer_.get(), worker_.base(), socket_.get(), what,
@@ -209,6 +216,7 @@ bool Connection::park() {
 // left of the deadline.
 bool Connection::head_timer_from_socket() {
   event_del(header_timer_.get());
+  park_timer_ = false;
   const timeval tv = to_timeval(header_deadline_ - Clock::now());
   return event_assign(header_timer_.get(), worker_.base(), -1, 0, &Connection::header_timeout_cb,
                       this) == 0 &&
@@ -223,8 +231,7 @@ void Connection::socket_cb(evutil_socket_t, short what, void* arg) {
 
 void Connection::on_socket(short what) {
   if ((what & EV_TIMEOUT) != 0) {
-    // Within a millisecond of the head deadline counts as it (timers are not exact).
-    if (Clock::now() + std::chrono::milliseconds(1) >= header_deadline_) {
+    if (wait_for_head_) {
       on_header_timeout();
     } else if (down_phase_ == Down::kHandshake) {
       handshake_failed();  // idle_timeout_ms without a byte of the handshake
@@ -420,14 +427,15 @@ void Connection::arm_header_timer() {
   const auto now = Clock::now();
   header_deadline_ = now + std::chrono::milliseconds(conn_state_->config.limits.header_timeout_ms);
   idle_deadline_ = now + std::chrono::milliseconds(conn_state_->config.limits.idle_timeout_ms);
+  park_timer_ = kParkAfter < header_deadline_ - now;
   const timeval t = to_timeval(std::min<Clock::duration>(header_deadline_ - now, kParkAfter));
   evtimer_add(header_timer_.get(), &t);
 }
 
 void Connection::on_header_timeout() {
-  if (down_phase_ == Down::kHead &&
-      Clock::now() + std::chrono::milliseconds(1) < header_deadline_) {
+  if (park_timer_) {
     // Not the deadline yet: the moment to park. A request that has begun keeps its deadline.
+    park_timer_ = false;
     if (!park()) {
       const timeval t = to_timeval(header_deadline_ - Clock::now());
       evtimer_add(header_timer_.get(), &t);

@@ -131,7 +131,9 @@ class Connection : private http::MessageParser::BodySink {
   ev::EventPtr header_timer_;
   Clock::time_point header_deadline_{};
   Clock::time_point idle_deadline_{};  ///< for the socket wait (down_ has its own read timeout)
-  ev::EventPtr resume_event_;  ///< runs read_head() for a pipelined request from the event loop
+  bool wait_for_head_ = false;  ///< the socket wait's timeout is the head deadline (else idle)
+  bool park_timer_ = false;     ///< the head timer is armed for the park moment, not the deadline
+  ev::EventPtr resume_event_;   ///< runs read_head() for a pipelined request from the event loop
   /// Limits of the configuration the connection was accepted with (a reload's apply to new ones).
   const std::size_t max_header_bytes_;
   const std::size_t max_body_bytes_;

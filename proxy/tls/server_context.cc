@@ -1,9 +1,10 @@
 // The listener's SSL_CTX.
 //
-// Per-connection verification state lives in the SSL's ex_data (SslState below) and is freed with
-// the SSL by OpenSSL's ex_data free callback. The state holds its own reference to the TrustStore,
-// so an SSL that outlives its ServerContext (a connection still open across a reload) verifies
-// against the trust it was accepted with and never touches a freed object.
+// Per-connection verification state lives in the SSL's ex_data (SslState below) during the
+// handshake; the connection frees it once it has read the outcome (forget_handshake), otherwise
+// OpenSSL's ex_data free callback frees it with the SSL. The state holds its own reference to the
+// TrustStore, so an SSL that outlives its ServerContext (a handshake still running across a
+// reload) verifies against the trust it was accepted with and never touches a freed object.
 #include "proxy/tls/server_context.h"
 
 #include <openssl/err.h>
@@ -436,7 +437,8 @@ PeerVerification ServerContext::peer_verification(SSL* ssl) const {
   PeerVerification pv;
   const SslState* st = state_of(ssl);
   if (st == nullptr) {
-    pv.result = not_ok(VerifyReason::kOther, "connection was not created by this TLS context");
+    // Not made by new_ssl(), or its outcome was already read (forget_handshake): fail closed.
+    pv.result = not_ok(VerifyReason::kOther, "no handshake state for this connection");
     return pv;
   }
   if (SSL_session_reused(ssl) == 1) {

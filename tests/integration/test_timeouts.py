@@ -241,6 +241,24 @@ class IdleConnectionTest(LifecycleTestCase):
             self.assertTrue(c.is_closed_by_peer(timeout=2))
         self.assertTrue(closed_within(idle_since_handshake, 2.0)[0])
 
+    def test_a_kept_connection_keeps_its_head_limit_when_it_waits_across_a_reload(self):
+        # Limits apply to new connections (README "Reload"). A connection accepted with
+        # max_header_bytes 64 KiB that waits (and gives its buffers back) across a reload to 8 KiB
+        # still takes a 40 KB head, and a new connection gets 431 for it.
+        proxy = self.start_proxy(self.config(watch=False, limits={"max_header_bytes": 65536}))
+        big = [("X-Big", "b" * 40_000)]
+        with client.Connection(self.ctx(), proxy.port) as c:
+            self.assertEqual(c.request("GET", "/fhir/Patient/1").status, 200)
+            cfg = self.config(watch=False, limits={"max_header_bytes": 8192})
+            cfg["listen"] = "127.0.0.1:%d" % proxy.port
+            proxy.write_config(config=cfg)
+            self.assertEqual(proxy.reload(), "success")
+            time.sleep(0.3)
+            r = c.request("GET", "/fhir/Patient/2", headers=big)
+            self.assertEqual(r.status, 200, r.body[:300])
+        r = client.request(self.ctx(), proxy.port, "GET", "/fhir/Patient/3", headers=big)
+        self.assertEqual(r.status, 431)
+
     def proxy_port(self):
         if not hasattr(self, "_proxy"):
             self._proxy = self.start_proxy()

@@ -329,6 +329,9 @@ TEST_CASE("wrong types and ranges") {
   CHECK(contains(error(kMinimal + "limits:\n  header_timeout_ms: -5\n"), "\"-5\""));
   CHECK(contains(error(kMinimal + "limits:\n  max_header_bytes: 99999999999999999999\n"),
                  "p.yaml:12:21: limits.max_header_bytes: expected an integer"));
+  // Above 64 KiB http_parser would refuse the head itself (400, not 431).
+  CHECK(error(kMinimal + "limits:\n  max_header_bytes: 65537\n") ==
+        "p.yaml:12:21: limits.max_header_bytes: must be an integer in [1, 65536], got \"65537\"");
   CHECK(error(kMinimal + "drain_timeout_ms: [1]\n") ==
         "p.yaml:11:19: drain_timeout_ms: expected an integer in [0, 86400000], got a list");
   CHECK(error(kMinimal + "identity_headers:\n  xfcc: yes\n") ==
