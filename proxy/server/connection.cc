@@ -142,10 +142,7 @@ bool Connection::start() {
     return false;
   }
   SSL_set_accept_state(ssl_.get());
-  header_deadline_ =
-      Clock::now() + std::chrono::milliseconds(conn_state_->config.limits.header_timeout_ms);
-  idle_deadline_ =
-      Clock::now() + std::chrono::milliseconds(conn_state_->config.limits.idle_timeout_ms);
+  restart_deadlines();
   if (!wait_on_socket(EV_READ)) {
     dead_ = true;
     return false;
@@ -261,8 +258,7 @@ void Connection::continue_handshake() {
   }
   const int err = SSL_get_error(ssl_.get(), r);
   ERR_clear_error();
-  idle_deadline_ =
-      Clock::now() + std::chrono::milliseconds(conn_state_->config.limits.idle_timeout_ms);
+  restart_idle_deadline();
   if ((err == SSL_ERROR_WANT_READ && wait_on_socket(EV_READ)) ||
       (err == SSL_ERROR_WANT_WRITE && wait_on_socket(EV_WRITE)))
     return;
@@ -331,10 +327,6 @@ void Connection::kick_tls_reader() {
 }
 
 void Connection::on_down_event(short events) {
-  if (down_phase_ == Down::kHandshake) {  // cannot happen: the handshake has no bufferevent
-    handshake_failed();
-    return;
-  }
   if (events & BEV_EVENT_TIMEOUT) {
     worker_.services().log.info(
         "client connection idle timeout",
@@ -411,8 +403,7 @@ void Connection::handshake_done() {
   if (dead_) return;
   // Records read ahead with the handshake's last flight: a bufferevent now (kick_tls_reader reads
   // them once this callback returns). Otherwise wait, bufferevent-less, for the first request.
-  idle_deadline_ =
-      Clock::now() + std::chrono::milliseconds(conn_state_->config.limits.idle_timeout_ms);
+  restart_idle_deadline();
   const bool ok = SSL_has_pending(ssl_.get()) != 0
                       ? head_timer_from_socket() && open_down(BUFFEREVENT_SSL_OPEN)
                       : wait_on_socket(EV_READ);
@@ -421,12 +412,22 @@ void Connection::handshake_done() {
 
 // ---- requests ----------------------------------------------------------------------------------
 
-// Between requests: the head deadline, and the idle timeout (for a parked connection; down_'s read
-// timeout is the same). The timer fires first at kParkAfter, to park().
-void Connection::arm_header_timer() {
+void Connection::restart_idle_deadline() {
+  idle_deadline_ =
+      Clock::now() + std::chrono::milliseconds(conn_state_->config.limits.idle_timeout_ms);
+}
+
+Connection::Clock::time_point Connection::restart_deadlines() {
   const auto now = Clock::now();
   header_deadline_ = now + std::chrono::milliseconds(conn_state_->config.limits.header_timeout_ms);
   idle_deadline_ = now + std::chrono::milliseconds(conn_state_->config.limits.idle_timeout_ms);
+  return now;
+}
+
+// Between requests: the head deadline, and the idle timeout (for a parked connection; down_'s read
+// timeout is the same). The timer fires first at kParkAfter, to park().
+void Connection::arm_header_timer() {
+  const Clock::time_point now = restart_deadlines();
   park_timer_ = kParkAfter < header_deadline_ - now;
   const timeval t = to_timeval(std::min<Clock::duration>(header_deadline_ - now, kParkAfter));
   evtimer_add(header_timer_.get(), &t);

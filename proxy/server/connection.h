@@ -107,6 +107,9 @@ class Connection : private http::MessageParser::BodySink {
   void audit(int status, std::string_view decision, std::string_view reason);
   void complete_request(int status);
   void arm_header_timer();
+  /// header_deadline_ and idle_deadline_ from now (accept, end of a response); returns now.
+  Clock::time_point restart_deadlines();
+  void restart_idle_deadline();  ///< the handshake or the connection made progress
   void close_after_flush();
   void close_now();
   void release_upstream(bool reusable);
