@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import unittest
 
 from harness import binary_path
@@ -255,6 +256,10 @@ class ProxyProcessTest(unittest.TestCase):
             p.reload(wait=False)
             with open(p.config_path) as f:
                 self.assertIn('policy: "%s"' % p.policy_path, f.read())
+            # The stand-in handles SIGHUP asynchronously: a SIGTERM sent at once may end it first.
+            deadline = time.monotonic() + 5
+            while "reloading" not in p.stderr_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
             self.assertEqual(p.stop(), 0)
         self.assertIn("reloading", p.stderr_text())
 
