@@ -213,15 +213,16 @@ bool Engine::apply(std::uint32_t i, const Identity& identity, const FhirRequest&
     return false;
   }
   d.effect = r.effect;
-  d.rule = r.name;
+  d.rule.assign(r.name);
   d.mode = Mode::kEnforce;
-  d.reason = "rule \"" + r.name + "\" matched";
+  // Appended piece by piece: a reused Decision keeps its storage (no allocation per request).
+  d.reason.assign("rule \"").append(r.name).append("\" matched");
   return true;
 }
 
-Decision Engine::decide(const Identity& identity, const FhirRequest& request, bool indexed,
-                        const Prepared* prepared) const {
-  Decision d;
+void Engine::decide(const Identity& identity, const FhirRequest& request, bool indexed,
+                    const Prepared* prepared, Decision& d) const {
+  d.shadow.clear();
   if (indexed) {
     Candidates candidates;
     candidates.add(always_);
@@ -234,40 +235,41 @@ Decision Engine::decide(const Identity& identity, const FhirRequest& request, bo
     collect_request(request, candidates);
     std::uint32_t i = 0;
     while (candidates.next(i))
-      if (apply(i, identity, request, d)) return d;
+      if (apply(i, identity, request, d)) return;
   } else {
     for (std::uint32_t i = 0; i < rules_.size(); ++i)
-      if (apply(i, identity, request, d)) return d;
+      if (apply(i, identity, request, d)) return;
   }
   d.effect = default_;
-  d.rule = "default";
+  d.rule.assign("default");
   d.mode = Mode::kEnforce;
-  d.reason = "no rule matched";
-  return d;
+  d.reason.assign("no rule matched");
 }
 
-Decision Engine::evaluate_impl(const Identity& identity, const FhirRequest& request, bool indexed,
-                               const Prepared* prepared) const {
+void Engine::evaluate_impl(const Identity& identity, const FhirRequest& request, bool indexed,
+                           const Prepared* prepared, Decision& d) const {
   if (!request.bundle_error.empty()) {
-    Decision d;
     d.effect = Effect::kDeny;
-    d.rule = "default";
-    d.reason = "Bundle cannot be checked: " + request.bundle_error;
-    return d;
+    d.rule.assign("default");
+    d.mode = Mode::kEnforce;
+    d.reason.assign("Bundle cannot be checked: ").append(request.bundle_error);
+    d.shadow.clear();
+    return;
   }
-  Decision d = decide(identity, request, indexed, prepared);
+  decide(identity, request, indexed, prepared, d);
   const bool bundle = request.interaction == Interaction::kBatch ||
                       request.interaction == Interaction::kTransaction;
-  if (!bundle || !d.allowed()) return d;
+  if (!bundle || !d.allowed()) return;
   // Every entry has the same identity: its lookups are done once for the whole Bundle.
   std::shared_ptr<const PreparedIdentity> local;
   if (indexed && prepared == nullptr && !request.entries.empty()) {
     local = prepare(identity);
     prepared = static_cast<const Prepared*>(local.get());
   }
+  Decision e;  // one for every entry: its storage is reused
   for (std::size_t n = 0; n < request.entries.size(); ++n) {
     const FhirRequest& entry = request.entries[n];
-    Decision e = evaluate_impl(identity, entry, indexed, prepared);
+    evaluate_impl(identity, entry, indexed, prepared, e);
     if (e.allowed()) continue;
     d.effect = Effect::kDeny;
     d.mode = Mode::kEnforce;
@@ -280,13 +282,14 @@ Decision Engine::evaluate_impl(const Identity& identity, const FhirRequest& requ
       d.reason = what + "denied by rule \"" + d.rule + "\"";
     else
       d.reason = what + e.reason;  // the entry's own Bundle problem, nested
-    return d;
+    return;
   }
-  return d;
 }
 
 Decision Engine::evaluate(const Identity& identity, const FhirRequest& request) const {
-  return evaluate_impl(identity, request, true, nullptr);
+  Decision d;
+  evaluate_impl(identity, request, true, nullptr, d);
+  return d;
 }
 
 std::shared_ptr<const PreparedIdentity> Engine::prepare(const Identity& identity) const {
@@ -317,11 +320,20 @@ const Engine::Prepared* Engine::usable(const PreparedIdentity* prepared,
 
 Decision Engine::evaluate(const Identity& identity, const FhirRequest& request,
                           const PreparedIdentity* prepared) const {
-  return evaluate_impl(identity, request, true, usable(prepared, identity));
+  Decision d;
+  evaluate_impl(identity, request, true, usable(prepared, identity), d);
+  return d;
+}
+
+void Engine::evaluate_into(const Identity& identity, const FhirRequest& request,
+                           const PreparedIdentity* prepared, Decision& out) const {
+  evaluate_impl(identity, request, true, usable(prepared, identity), out);
 }
 
 Decision Engine::evaluate_linear(const Identity& identity, const FhirRequest& request) const {
-  return evaluate_impl(identity, request, false, nullptr);
+  Decision d;
+  evaluate_impl(identity, request, false, nullptr, d);
+  return d;
 }
 
 }  // namespace fmp::policy

@@ -38,6 +38,8 @@ class Engine final : public Policy {
   std::shared_ptr<const PreparedIdentity> prepare(const Identity& identity) const override;
   Decision evaluate(const Identity& identity, const FhirRequest& request,
                     const PreparedIdentity* prepared) const override;
+  void evaluate_into(const Identity& identity, const FhirRequest& request,
+                     const PreparedIdentity* prepared, Decision& out) const override;
   const std::vector<std::string>& rule_names() const override { return names_; }
   Effect default_effect() const override { return default_; }
   const HipaaConfig& hipaa() const override { return hipaa_; }
@@ -91,10 +93,11 @@ class Engine final : public Policy {
   void collect_identity(const Identity& identity, Sink&& sink) const;
   void collect_request(const FhirRequest& request, Candidates& out) const;
   /// `prepared`: this engine's preparation of `identity` (checked by the caller), or null.
-  Decision evaluate_impl(const Identity& identity, const FhirRequest& request, bool indexed,
-                         const Prepared* prepared) const;
-  Decision decide(const Identity& identity, const FhirRequest& request, bool indexed,
-                  const Prepared* prepared) const;
+  /// Writes every field of `d` (shadow results, rule, reason, effect, mode).
+  void evaluate_impl(const Identity& identity, const FhirRequest& request, bool indexed,
+                     const Prepared* prepared, Decision& d) const;
+  void decide(const Identity& identity, const FhirRequest& request, bool indexed,
+              const Prepared* prepared, Decision& d) const;
   /// `prepared` when it is this engine's preparation of `identity`, else null.
   const Prepared* usable(const PreparedIdentity* prepared, const Identity& identity) const;
   /// Applies rule `i` to the decision being built; true when the rule decided.

@@ -223,21 +223,24 @@ bool classify_instance(Verb v, const Segments& s, FhirRequest& r) {
 
 }  // namespace
 
-FhirRequest classify(std::string_view method, std::string_view path, std::string_view query,
-                     std::string_view fhir_base, std::string_view content_type,
-                     std::string_view body) {
+void classify_into(std::string_view method, std::string_view path, std::string_view query,
+                   std::string_view fhir_base, std::string_view content_type, std::string_view body,
+                   FhirRequest& r) {
   (void)query;  // the interaction never depends on the query (search parameters, _format, ...)
-  FhirRequest r;
+  // Every field replaced with assign/clear, so a reused FhirRequest keeps its strings' storage.
   r.method.assign(method);
   r.path.assign(path);
+  set(r, Interaction::kNone);
+  r.entries.clear();
+  r.bundle_error.clear();
   Segments segs;
   switch (split_relative(path, fhir_base, segs)) {
     case Split::kOutsideBase:
       r.interaction = Interaction::kNone;
-      return r;
+      return;
     case Split::kUnclassifiable:
       r.interaction = Interaction::kUnknown;
-      return r;
+      return;
     case Split::kOk:
       break;
   }
@@ -245,7 +248,7 @@ FhirRequest classify(std::string_view method, std::string_view path, std::string
   bool known = false;
   if (segs.count == 0 && verb == Verb::kPost) {
     inspect_bundle(fhir_base, content_type, body, r);
-    return r;
+    return;
   }
   if (segs.count == 0 || !is_resource_type(segs.at[0])) {
     known = classify_system(verb, segs, r);
@@ -255,6 +258,13 @@ FhirRequest classify(std::string_view method, std::string_view path, std::string
     known = classify_instance(verb, segs, r);
   }
   if (!known) set(r, Interaction::kUnknown);
+}
+
+FhirRequest classify(std::string_view method, std::string_view path, std::string_view query,
+                     std::string_view fhir_base, std::string_view content_type,
+                     std::string_view body) {
+  FhirRequest r;
+  classify_into(method, path, query, fhir_base, content_type, body, r);
   return r;
 }
 

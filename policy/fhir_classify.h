@@ -75,6 +75,12 @@ FhirRequest classify(std::string_view method, std::string_view path, std::string
                      std::string_view fhir_base, std::string_view content_type,
                      std::string_view body);
 
+/// classify() written into `out`: every field is replaced, and a FhirRequest kept from one
+/// request to the next reuses its strings' storage.
+void classify_into(std::string_view method, std::string_view path, std::string_view query,
+                   std::string_view fhir_base, std::string_view content_type, std::string_view body,
+                   FhirRequest& out);
+
 /// True when `method` + `path` is a POST at the FHIR base (also "/fhir/"): the body must be read
 /// before deciding.
 bool needs_body(std::string_view method, std::string_view path, std::string_view fhir_base);

@@ -46,6 +46,13 @@ class Policy {
                             const PreparedIdentity* /*prepared*/) const {
     return evaluate(identity, request);
   }
+  /// Exactly evaluate(identity, request, prepared), written into `out`: every field is replaced.
+  /// A caller that keeps `out` from one request to the next reuses its strings' storage, so a
+  /// steady stream of decisions allocates nothing.
+  virtual void evaluate_into(const Identity& identity, const FhirRequest& request,
+                             const PreparedIdentity* prepared, Decision& out) const {
+    out = evaluate(identity, request, prepared);
+  }
 
   /// Every rule, shadow ones included, in evaluation order.
   virtual const std::vector<std::string>& rule_names() const = 0;

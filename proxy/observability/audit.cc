@@ -336,22 +336,29 @@ AuditLog::~AuditLog() {
   if (path_ != "-") ::close(fd_);
 }
 
-bool AuditLog::write(AuditEvent event) {
+bool AuditLog::write(const AuditEvent& event) {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_ || queue_.size() >= capacity_) {
+    if (stopping_ || queue_length_ >= capacity_) {
       // Unhealthy until the writer's next batch: audit.on_failure applies meanwhile.
       if (!stopping_) healthy_ = false;
       ++dropped_;
       if (metrics_ != nullptr) metrics_->count_audit_dropped();
       return false;
     }
-    queue_.push_back(std::move(event));
+    // Copied into a slot an earlier batch used: its strings' storage is reused, so a steady
+    // stream of events allocates nothing.
+    if (queue_length_ == queue_.size()) {
+      queue_.push_back(event);
+    } else {
+      queue_[queue_length_] = event;
+    }
+    ++queue_length_;
     ++queued_;
     // Wake the writer for the first event of a batch and when a batch is large; in between it
     // gathers events for kBatchDelay, so a busy proxy wakes it ~50 times a second, not per request.
-    if (queue_.size() != 1 && queue_.size() != kUrgentBatch) return true;
-    if (queue_.size() == kUrgentBatch) urgent_ = true;
+    if (queue_length_ != 1 && queue_length_ != kUrgentBatch) return true;
+    if (queue_length_ == kUrgentBatch) urgent_ = true;
   }
   wake_.notify_one();
   return true;
@@ -396,22 +403,25 @@ constexpr std::chrono::milliseconds kBatchDelay{20};
 }  // namespace
 
 void AuditLog::run() {
-  std::deque<AuditEvent> batch;
-  std::string out;          // reused: the lines of one batch
-  Rfc3339MsFormatter time;  // events of a batch mostly share their second
+  std::vector<AuditEvent> batch;  // slots: the first `length` hold this batch's events
+  std::string out;                // reused: the lines of one batch
+  Rfc3339MsFormatter time;        // events of a batch mostly share their second
   std::unique_lock lock(mutex_);
   for (;;) {
     wake_.wait(lock,
-               [&] { return stopping_ || !queue_.empty() || reopen_requested_ != reopen_done_; });
+               [&] { return stopping_ || queue_length_ > 0 || reopen_requested_ != reopen_done_; });
     // Gather a batch: more events arrive while the writer waits; flush(), stop, reopen and a large
     // batch cut the wait short.
     wake_.wait_for(lock, kBatchDelay,
                    [&] { return stopping_ || urgent_ || reopen_requested_ != reopen_done_; });
     urgent_ = false;
-    if (stopping_ && queue_.empty() && reopen_requested_ == reopen_done_) return;
+    if (stopping_ && queue_length_ == 0 && reopen_requested_ == reopen_done_) return;
     const std::uint64_t reopen_target = reopen_requested_;
     const bool want_reopen = reopen_target != reopen_done_;
+    // The slots swap sides: the data path fills the ones this writer emptied last time.
     batch.swap(queue_);
+    const std::size_t length = queue_length_;
+    queue_length_ = 0;
     lock.unlock();
 
     // Reopen before writing the batch: every event queued after reopen() returned is in this batch
@@ -420,7 +430,8 @@ void AuditLog::run() {
 
     out.clear();
     std::uint64_t unformatted = 0;
-    for (const auto& e : batch) {
+    for (std::size_t i = 0; i < length; ++i) {
+      AuditEvent& e = batch[i];
       const std::size_t line_start = out.size();
       try {
         if (format_ == AuditFormat::kFhir) {
@@ -433,20 +444,29 @@ void AuditLog::run() {
         out.resize(line_start);
         ++unformatted;
       }
+      // A slot keeps its strings' storage, not the identity or address it referred to.
+      e.peer.reset();
+      e.client_address.reset();
     }
     const bool write_ok = out.empty() || write_all(out);
-    const std::uint64_t lost = write_ok ? unformatted : batch.size();
+    const std::uint64_t lost = write_ok ? unformatted : length;
     if (metrics_ != nullptr) {
       for (std::uint64_t i = 0; i < lost; ++i) metrics_->count_audit_write_error();
     }
+    // After a burst (the writer fell behind), the slots and the line buffer go back to a usual
+    // batch's size.
+    if (batch.size() > kKeptSlots) {
+      batch.resize(kKeptSlots);
+      batch.shrink_to_fit();
+    }
+    if (out.capacity() > kKeptSlots * 1024) std::string().swap(out);
 
     lock.lock();
     if (want_reopen) reopen_done_ = reopen_target;
-    if (!batch.empty()) last_write_ok_ = write_ok && lost == 0;
+    if (length > 0) last_write_ok_ = write_ok && lost == 0;
     healthy_ = last_write_ok_ && !reopen_failing_;
     write_errors_ += lost;
-    processed_ += batch.size();
-    batch.clear();
+    processed_ += length;
     done_.notify_all();
   }
 }

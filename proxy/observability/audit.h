@@ -6,7 +6,6 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -109,6 +108,9 @@ class AuditLog {
   static constexpr std::size_t kDefaultCapacity = 65536;
   /// Queue length at which the writer is woken before its batching delay ends.
   static constexpr std::size_t kUrgentBatch = 1024;
+  /// Event slots kept by each side after a batch larger than this (a burst the writer fell
+  /// behind on) is written.
+  static constexpr std::size_t kKeptSlots = 2 * kUrgentBatch;
 
   /// Opens `path` for appending ("-" = stdout) and starts the writer. `metrics` (may be null, must
   /// outlive the log) counts dropped events and write errors. Throws std::runtime_error naming the
@@ -122,9 +124,11 @@ class AuditLog {
   AuditLog(const AuditLog&) = delete;
   AuditLog& operator=(const AuditLog&) = delete;
 
-  /// Queues the event; never waits for I/O. False when the queue is full: the event is dropped and
-  /// counted (the caller applies audit.on_failure).
-  bool write(AuditEvent event);
+  /// Queues a copy of the event; never waits for I/O. False when the queue is full: the event is
+  /// dropped and counted (the caller applies audit.on_failure). The copy goes into a slot an
+  /// earlier event used, reusing its strings' storage: a caller that also reuses its AuditEvent
+  /// allocates nothing per event.
+  bool write(const AuditEvent& event);
 
   /// Asks the writer to reopen the path (after logrotate moved the file); returns at once. Events
   /// queued before the call may still go to the old file; events queued after flush() returns go to
@@ -157,9 +161,10 @@ class AuditLog {
             ///< construction
 
   mutable std::mutex mutex_;
-  std::condition_variable wake_;  ///< writer: events, reopen or stop
-  std::condition_variable done_;  ///< flush(): progress
-  std::deque<AuditEvent> queue_;
+  std::condition_variable wake_;   ///< writer: events, reopen or stop
+  std::condition_variable done_;   ///< flush(): progress
+  std::vector<AuditEvent> queue_;  ///< slots: the first queue_length_ hold queued events
+  std::size_t queue_length_ = 0;
   std::uint64_t queued_ = 0;     ///< events accepted so far
   std::uint64_t processed_ = 0;  ///< events written or failed so far
   std::uint64_t reopen_requested_ = 0;

@@ -666,11 +666,12 @@ void Connection::decide_and_dispatch() {
   const auto& cfg = req_state_->config;
   auto& metrics = worker_.services().metrics;
   try {
-    ex().fhir = policy::classify(head.method, ex().path, ex().query, cfg.fhir_base,
-                                 head.header("content-type"), ex().body);
+    // Both written into the exchange's reused objects: no allocation per request.
+    policy::classify_into(head.method, ex().path, ex().query, cfg.fhir_base,
+                          head.header("content-type"), ex().body, ex().fhir);
     // The identity's index lookups are made once per identity and policy (ClientIdentity).
     const policy::PreparedIdentity* prepared = client_->prepared_for(req_state_->policy);
-    ex().decision = req_state_->policy->evaluate(client_->identity, ex().fhir, prepared);
+    req_state_->policy->evaluate_into(client_->identity, ex().fhir, prepared, ex().decision);
   } catch (const std::exception& e) {
     // Fail closed: an error anywhere in classification or evaluation denies.
     ex().decision = policy::Decision{};
@@ -1025,7 +1026,7 @@ void Connection::flush_down() {
       const std::size_t n = std::min(left, kRecordPlaintext);
       const unsigned char* p = evbuffer_pullup(stage, static_cast<ev_ssize_t>(n));
       if (p == nullptr) break;
-      ERR_clear_error();
+      if (ERR_peek_error() != 0) ERR_clear_error();  // a clear of an empty queue still costs
       const int r = SSL_write(ssl, p, static_cast<int>(n));
       if (r <= 0) {
         ERR_clear_error();  // libevent's retry reads the error afresh
@@ -1100,26 +1101,30 @@ void Connection::audit(int status, std::string_view decision, std::string_view r
   audited_ = true;
   observability::AuditLog* log = worker_.services().audit;
   if (log == nullptr) return;
-  observability::AuditEvent e;
+  // The worker's event, every field assigned: its strings keep their storage between requests.
+  observability::AuditEvent& e = worker_.audit_event();
   e.time = std::chrono::system_clock::now();
   e.connection_id = id_;
   e.request_id = request_seq_;
-  if (client_) e.peer = client_->audit_peer;
+  e.peer = client_ ? client_->audit_peer : nullptr;
   e.client_address = client_address_;
-  e.method = ex().request.head().method;
-  e.path = ex().path;
-  e.fhir_resource = ex().fhir.resource;
-  e.fhir_interaction = std::string(policy::to_string(ex().fhir.interaction));
-  e.fhir_operation = ex().fhir.operation;
-  e.decision = decision;
-  e.rule = ex().decision.rule;
-  e.mode = ex().decision.mode == policy::Mode::kShadow ? "shadow" : "enforce";
-  e.reason = reason;
+  e.method.assign(ex().request.head().method);
+  e.path.assign(ex().path);
+  e.fhir_resource.assign(ex().fhir.resource);
+  e.fhir_interaction.assign(policy::to_string(ex().fhir.interaction));
+  e.fhir_operation.assign(ex().fhir.operation);
+  e.decision.assign(decision);
+  e.rule.assign(ex().decision.rule);
+  e.mode.assign(ex().decision.mode == policy::Mode::kShadow ? "shadow" : "enforce");
+  e.reason.assign(reason);
   e.status = status;
   e.bytes_in = bytes_in_;
   e.bytes_out = bytes_out_;
   e.duration_ms = seconds_since(started_) * 1000.0;
-  log->write(std::move(e));
+  log->write(e);
+  // The event does not keep the identity or the address alive until the next request.
+  e.peer.reset();
+  e.client_address.reset();
 }
 
 void Connection::complete_request(int status) {

@@ -24,6 +24,33 @@ std::unique_ptr<Exchange> ExchangePool::take(std::size_t max_header_bytes,
   return ex;
 }
 
+namespace {
+
+/// Back to a default-constructed value, the strings' storage kept for the next request (the
+/// classification and the decision are written into it with assign/clear). A Bundle's entries
+/// are freed: they are not kept while idle.
+void clear_keeping_storage(policy::FhirRequest& r) {
+  r.method.clear();
+  r.path.clear();
+  r.interaction = policy::Interaction::kNone;
+  r.resource.clear();
+  r.id.clear();
+  r.version.clear();
+  r.operation.clear();
+  std::vector<policy::FhirRequest>().swap(r.entries);
+  r.bundle_error.clear();
+}
+
+void clear_keeping_storage(policy::Decision& d) {
+  d.effect = policy::Effect::kDeny;
+  d.rule.assign("default");
+  d.mode = policy::Mode::kEnforce;
+  d.reason.clear();
+  d.shadow.clear();
+}
+
+}  // namespace
+
 void ExchangePool::give(std::unique_ptr<Exchange> ex) {
   if (!ex) return;
   ex->request.reset();
@@ -33,8 +60,8 @@ void ExchangePool::give(std::unique_ptr<Exchange> ex) {
   // Nothing of this request is left for the next one, which may be another connection's.
   ex->path.clear();
   ex->query.clear();
-  ex->fhir = policy::FhirRequest{};
-  ex->decision = policy::Decision{};
+  clear_keeping_storage(ex->fhir);
+  clear_keeping_storage(ex->decision);
   ex->body.clear();
   ex->upstream_head.clear();
   // A buffered Bundle may have grown the body buffer to max_body_bytes: not kept while idle.

@@ -56,6 +56,9 @@ class Worker {
   ClientIdentityCache& identities() { return identities_; }
   http::HeadStorage& head_storage() { return head_storage_; }
   ExchangePool& exchanges() { return exchanges_; }
+  /// Where a connection fills in its audit event before AuditLog::write copies it: kept, so its
+  /// strings' storage serves every request.
+  observability::AuditEvent& audit_event() { return audit_event_; }
   /// The current snapshot (re-read from the StateHolder only after a reload).
   const StatePtr& state() { return state_cache_.current(); }
   bool draining() const { return draining_; }
@@ -94,6 +97,7 @@ class Worker {
   // Before connections_: they outlive the connections, which give back to them.
   http::HeadStorage head_storage_;
   ExchangePool exchanges_{head_storage_};
+  observability::AuditEvent audit_event_;
   std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::atomic<int> drain_timeout_ms_{0};
   bool draining_ = false;

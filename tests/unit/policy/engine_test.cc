@@ -96,6 +96,48 @@ TEST_CASE("shadow rules before the deciding rule are reported; after it they are
   CHECK(shadow_names(d) == std::vector<std::string>{"s1", "s3", "s4-after"});
 }
 
+TEST_CASE("evaluate_into replaces every field of a reused decision, as evaluate would return") {
+  auto p = load(R"(rules:
+  - {name: s1, effect: deny, mode: shadow, when: {method: GET}}
+  - {name: no-delete, effect: deny, when: {method: DELETE}}
+  - {name: bundles, effect: allow, when: {fhir: {interaction: [batch]}}}
+  - {name: a-rather-long-rule-name-for-reads, effect: allow, when: {path: "/fhir/*"}}
+)");
+  const Identity id = client("a", "b");
+  const auto prepared = p->prepare(id);
+  FhirRequest bundle = req("POST", "/fhir", Interaction::kBatch);
+  bundle.entries.push_back(req("DELETE", "/fhir/Patient/1", Interaction::kDelete, "Patient"));
+  FhirRequest broken = req("POST", "/fhir", Interaction::kUnknown);
+  broken.bundle_error = "Bundle body is not JSON";
+  // One decision object through requests whose decisions differ in every field.
+  const std::vector<FhirRequest> requests = {
+      req("GET", "/fhir/Patient/1"), req("DELETE", "/fhir/Patient/1"), bundle, broken,
+      req("PUT", "/other"),          req("GET", "/fhir/Patient/1")};
+  Decision reused;
+  reused.effect = Effect::kAllow;
+  reused.mode = Mode::kShadow;
+  reused.rule = "stale";
+  reused.reason = "stale reason";
+  reused.shadow.push_back({"stale-shadow", Effect::kAllow});
+  for (const FhirRequest& r : requests) {
+    CAPTURE(r.method);
+    CAPTURE(r.path);
+    p->evaluate_into(id, r, prepared.get(), reused);
+    const Decision fresh = p->evaluate(id, r);
+    CHECK(reused.effect == fresh.effect);
+    CHECK(reused.mode == fresh.mode);
+    CHECK(reused.rule == fresh.rule);
+    CHECK(reused.reason == fresh.reason);
+    CHECK(shadow_names(reused) == shadow_names(fresh));
+  }
+  // The sequence did go through different answers.
+  p->evaluate_into(id, requests[2], prepared.get(), reused);
+  CHECK(reused.reason == "entry 0 (DELETE /fhir/Patient/1): denied by rule \"no-delete\"");
+  p->evaluate_into(id, requests[5], prepared.get(), reused);
+  CHECK(reused.rule == "a-rather-long-rule-name-for-reads");
+  CHECK(shadow_names(reused) == std::vector<std::string>{"s1"});
+}
+
 TEST_CASE("identity keys never match an anonymous client; a path rule can open metadata") {
   auto p = load(R"(rules:
   - {name: any-subject, effect: allow, when: {subject: {CN: "*"}}}

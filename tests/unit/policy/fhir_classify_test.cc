@@ -288,4 +288,45 @@ TEST_CASE("classify ignores the body except for POST at the base") {
   CHECK(g.bundle_error.empty());
 }
 
+TEST_CASE("classify_into leaves nothing of the request classified before") {
+  const std::string bundle =
+      R"({"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET",)"
+      R"("url":"Patient/1"}}]})";
+  const std::string broken = R"({"resourceType":"Bundle","type":"collection"})";
+  struct Input {
+    std::string_view method;
+    std::string_view path;
+    std::string_view body;
+  };
+  const Input inputs[] = {
+      {"POST", "/fhir", bundle}, {"GET", "/fhir/Patient/1/_history/2", ""},
+      {"POST", "/fhir", broken}, {"GET", "/fhir/Patient/1/$everything", ""},
+      {"GET", "/outside", ""},   {"GET", "/fhir/Patient", ""},
+  };
+  FhirRequest reused;
+  for (const Input& in : inputs) {
+    CAPTURE(in.path);
+    classify_into(in.method, in.path, "", kFhir, "application/fhir+json", in.body, reused);
+    const FhirRequest fresh =
+        classify(in.method, in.path, "", kFhir, "application/fhir+json", in.body);
+    CHECK(reused.method == fresh.method);
+    CHECK(reused.path == fresh.path);
+    CHECK(reused.interaction == fresh.interaction);
+    CHECK(reused.resource == fresh.resource);
+    CHECK(reused.id == fresh.id);
+    CHECK(reused.version == fresh.version);
+    CHECK(reused.operation == fresh.operation);
+    CHECK(reused.entries.size() == fresh.entries.size());
+    CHECK(reused.bundle_error == fresh.bundle_error);
+  }
+  // The inputs did differ in every field.
+  classify_into("POST", "/fhir", "", kFhir, "application/fhir+json", bundle, reused);
+  CHECK(reused.entries.size() == 1);
+  classify_into("POST", "/fhir", "", kFhir, "application/fhir+json", broken, reused);
+  CHECK_FALSE(reused.bundle_error.empty());
+  classify_into("GET", "/fhir/Patient/1/_history/2", "", kFhir, "", "", reused);
+  CHECK(reused.version == "2");
+  CHECK(reused.bundle_error.empty());
+}
+
 }  // namespace fmp::policy

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "proxy/observability/metrics.h"
+#include "tests/unit/proxy/allocation_count.h"
 
 namespace obs = fmp::proxy::observability;
 using nlohmann::json;
@@ -233,6 +234,79 @@ TEST_CASE("AuditLog writes events in order, one line each") {
         (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
          std::filesystem::perms::group_read));
 }
+
+TEST_CASE("AuditLog slots: a reused slot carries nothing of its last event, bursts keep order") {
+  TempDir dir;
+  const std::string path = (dir.path / "audit.log").string();
+  auto log = obs::AuditLog::open(path, obs::AuditFormat::kJson);
+  auto e = sample_event();
+  e.reason = "a reason long enough to leave the inline buffer of a std::string";
+  e.fhir_operation = "$everything";
+  REQUIRE(log->write(e));
+  log->flush();
+  // The next events go into slots that held earlier ones: shorter and empty fields, no peer.
+  e.reason.clear();
+  e.fhir_operation.clear();
+  e.rule = "r";
+  e.peer.reset();
+  REQUIRE(log->write(e));
+  log->flush();
+  // A burst larger than the slots kept afterwards, then one more event: all in order.
+  constexpr std::size_t kBurst = obs::AuditLog::kKeptSlots + 500;
+  for (std::size_t i = 0; i < kBurst; ++i) {
+    e.request_id = 1000 + i;
+    REQUIRE(log->write(e));
+  }
+  log->flush();
+  e.request_id = 99;
+  REQUIRE(log->write(e));
+  log->flush();
+  const auto lines = read_lines(path);
+  REQUIRE(lines.size() == kBurst + 3);
+  const json first = json::parse(lines[0]);
+  CHECK(first["reason"] == "a reason long enough to leave the inline buffer of a std::string");
+  CHECK(first["subject"] == "CN=ehr-client,O=Example Hospital,C=US");
+  const json second = json::parse(lines[1]);
+  CHECK(second["reason"] == "");
+  CHECK(second["fhir_operation"] == "");
+  CHECK(second["rule"] == "r");
+  CHECK(second["subject"] == "");  // the slot's earlier peer is gone
+  for (std::size_t i = 0; i < kBurst; ++i)
+    CHECK(json::parse(lines[2 + i])["request_id"] == 1000 + i);
+  CHECK(json::parse(lines.back())["request_id"] == 99);
+}
+
+#ifndef FMP_SANITIZED_NEW
+TEST_CASE("AuditLog: a steady stream of events allocates nothing on the writing thread") {
+  TempDir dir;
+  const std::string path = (dir.path / "audit.log").string();
+  auto log = obs::AuditLog::open(path, obs::AuditFormat::kJson);
+  auto e = sample_event();
+  e.reason = "rule \"a-rule-name-of-some-length\" matched";
+  // Both sets of slots (the queue's and the writer's, which swap at every batch) grow once.
+  for (int i = 0; i < 2; ++i) {
+    REQUIRE(log->write(e));
+    log->flush();
+  }
+  int written = 0;
+  std::size_t allocated = 0;
+  {
+    fmp::proxy::testing::AllocationCount count;
+    for (int i = 0; i < 50; ++i) {
+      e.request_id = static_cast<std::uint64_t>(i);
+      if (!log->write(e)) break;
+      log->flush();
+      ++written;
+    }
+    allocated = count.stop();
+  }
+  CHECK(written == 50);
+  CHECK(allocated == 0);
+  const auto lines = read_lines(path);
+  REQUIRE(lines.size() == 52);
+  CHECK(json::parse(lines.back())["request_id"] == 49);
+}
+#endif
 
 TEST_CASE("AuditLog in FHIR format writes AuditEvent resources") {
   TempDir dir;

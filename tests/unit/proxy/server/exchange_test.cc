@@ -6,6 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "policy/fhir_classify.h"
+#include "policy/policy_loader.h"
+#include "tests/unit/proxy/allocation_count.h"
 #include "tests/unit/proxy/http/test_buffer.h"
 
 namespace srv = fmp::proxy::server;
@@ -73,3 +76,44 @@ TEST_CASE("ExchangePool: large bodies are not kept, and at most kMaxSpares excha
   pool.give(nullptr);  // nothing to give: no effect
   CHECK(pool.spares() == srv::ExchangePool::kMaxSpares);
 }
+
+#ifndef FMP_SANITIZED_NEW
+TEST_CASE("ExchangePool: classifying and deciding into a reused exchange allocates nothing") {
+  // As the proxy decides a request: classify_into and evaluate_into the borrowed exchange.
+  const auto policy = fmp::policy::load_policy_text(R"(rules:
+  - {name: deny-deletes-of-anything-at-all, effect: deny, when: {method: DELETE}}
+  - {name: partner-applications-may-read-patients, effect: allow, when: {fhir: {resource: Patient}}}
+)",
+                                                    "test.yaml");
+  fmp::policy::Identity id;
+  id.present = true;
+  id.subject.attributes = {{"CN", "ehr"}, {"O", "Example Hospital"}};
+  id.fingerprint_sha256 = std::string(64, 'a');
+  const auto prepared = policy->prepare(id);
+  http::HeadStorage storage;
+  srv::ExchangePool pool(storage);
+  const std::string paths[] = {"/fhir/Patient/a-long-enough-id-to-leave-the-inline-buffer",
+                               "/fhir/Patient/1", "/fhir/Observation/2"};
+  const auto one_request = [&](int i) {
+    std::unique_ptr<srv::Exchange> ex = pool.take(1024, 1000);
+    ex->path.assign(paths[i % 3]);
+    fmp::policy::classify_into(i % 2 == 0 ? "GET" : "DELETE", ex->path, "", "/fhir", "", "",
+                               ex->fhir);
+    policy->evaluate_into(id, ex->fhir, prepared.get(), ex->decision);
+    const bool ok = ex->decision.rule == (i % 2 == 0 ? "partner-applications-may-read-patients"
+                                                     : "deny-deletes-of-anything-at-all");
+    pool.give(std::move(ex));
+    return ok || i % 3 == 2;  // Observation reads fall to the default
+  };
+  for (int i = 0; i < 6; ++i) REQUIRE(one_request(i));  // every string grows once
+  int decided = 0;
+  std::size_t allocated = 0;
+  {
+    fmp::proxy::testing::AllocationCount count;
+    for (int i = 0; i < 60 && one_request(i); ++i) ++decided;
+    allocated = count.stop();
+  }
+  CHECK(decided == 60);
+  CHECK(allocated == 0);
+}
+#endif
