@@ -122,6 +122,11 @@ void append_json_escaped(std::string& out, std::string_view s) {
       i += sizeof word;
     }
     if (i >= n) break;
+    if (n - i < sizeof(std::uint64_t)) {  // the tail, padded with spaces (plain) to one word
+      std::uint64_t word = 0x2020202020202020ULL;
+      std::memcpy(&word, p + i, n - i);
+      if (word_is_plain(word)) break;
+    }
     const unsigned char cls = kByteClass[p[i]];
     if (cls == 0) {
       ++i;

@@ -3,6 +3,7 @@
 // parses JSON.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -32,6 +33,26 @@ void append_json_int(std::string& out, std::int64_t v);
 /// value. NaN and infinities, which JSON cannot carry, are written as 0.0.
 void append_json_double(std::string& out, double v);
 
+/// An object member's name: a string literal, checked when the program is compiled to need no
+/// JSON escaping (printable ASCII without '"' or '\\'), so it is written as it is. A name that
+/// would need escaping, or one that is not a compile-time constant, does not compile.
+class JsonKey {
+ public:
+  template <std::size_t N>
+  consteval JsonKey(const char (&name)[N])  // NOLINT(google-explicit-constructor): literals
+      : text_(name, N - 1) {
+    for (const char c : text_) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u < 0x20 || u >= 0x7f || c == '"' || c == '\\')
+        throw "a JSON member name must be printable ASCII without quote or backslash";
+    }
+  }
+  constexpr std::string_view text() const { return text_; }
+
+ private:
+  std::string_view text_;
+};
+
 /// Writes one compact JSON value (objects, arrays, scalars) into `out`, inserting the commas and
 /// colons. The caller keeps the nesting balanced: every begin_* has its end_*, and inside an
 /// object key() precedes each value. The writer only appends; `out` may already hold earlier
@@ -46,10 +67,11 @@ class JsonWriter {
   JsonWriter& end_array() { return close(']'); }
 
   /// An object member's name; the next call writes its value.
-  JsonWriter& key(std::string_view k) {
+  JsonWriter& key(JsonKey k) {
     separate();
-    append_json_string(out_, k);
-    out_ += ':';
+    out_ += '"';
+    out_ += k.text();
+    out_.append("\":", 2);
     first_ = true;  // the value follows the colon without a comma
     return *this;
   }
@@ -103,7 +125,7 @@ class JsonWriter {
   }
   /// key(k) then value(v).
   template <typename T>
-  JsonWriter& field(std::string_view k, const T& v) {
+  JsonWriter& field(JsonKey k, const T& v) {
     return key(k).value(v);
   }
 
