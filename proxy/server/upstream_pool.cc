@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "policy/ssl_ptr.h"
+#include "proxy/server/upstream_reader.h"
 
 namespace fmp::proxy::server {
 namespace {
@@ -69,6 +70,8 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& st
                                  reinterpret_cast<const sockaddr*>(&state.upstream_addr),
                                  static_cast<int>(state.upstream_addr_len)) != 0)
     return nullptr;
+  if (conn->plain)
+    read_without_fionread(conn->bev.get());  // after the connect, which reassigns the read
   return conn;
 }
 
