@@ -248,6 +248,7 @@ void Engine::decide(const Identity& identity, const FhirRequest& request, bool i
 
 void Engine::evaluate_impl(const Identity& identity, const FhirRequest& request, bool indexed,
                            const Prepared* prepared, Decision& d) const {
+  d.effect = Effect::kDeny;  // whatever happens below, an exception leaves a denial
   if (!request.bundle_error.empty()) {
     d.effect = Effect::kDeny;
     d.rule.assign("default");
@@ -260,6 +261,8 @@ void Engine::evaluate_impl(const Identity& identity, const FhirRequest& request,
   const bool bundle = request.interaction == Interaction::kBatch ||
                       request.interaction == Interaction::kTransaction;
   if (!bundle || !d.allowed()) return;
+  // Denied until every entry is allowed: an exception on the way leaves a denial in `d`.
+  d.effect = Effect::kDeny;
   // Every entry has the same identity: its lookups are done once for the whole Bundle.
   std::shared_ptr<const PreparedIdentity> local;
   if (indexed && prepared == nullptr && !request.entries.empty()) {
@@ -284,6 +287,7 @@ void Engine::evaluate_impl(const Identity& identity, const FhirRequest& request,
       d.reason = what + e.reason;  // the entry's own Bundle problem, nested
     return;
   }
+  d.effect = Effect::kAllow;
 }
 
 Decision Engine::evaluate(const Identity& identity, const FhirRequest& request) const {

@@ -76,7 +76,7 @@ FhirRequest classify(std::string_view method, std::string_view path, std::string
                      std::string_view body);
 
 /// classify() written into `out`: every field is replaced, and a FhirRequest kept from one
-/// request to the next reuses its strings' storage.
+/// request to the next reuses its strings' storage. The views must not point into `out`.
 void classify_into(std::string_view method, std::string_view path, std::string_view query,
                    std::string_view fhir_base, std::string_view content_type, std::string_view body,
                    FhirRequest& out);

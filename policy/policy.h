@@ -48,9 +48,11 @@ class Policy {
   }
   /// Exactly evaluate(identity, request, prepared), written into `out`: every field is replaced.
   /// A caller that keeps `out` from one request to the next reuses its strings' storage, so a
-  /// steady stream of decisions allocates nothing.
+  /// steady stream of decisions allocates nothing. When it throws, `out` denies (its other fields
+  /// are unspecified).
   virtual void evaluate_into(const Identity& identity, const FhirRequest& request,
                              const PreparedIdentity* prepared, Decision& out) const {
+    out.effect = Effect::kDeny;
     out = evaluate(identity, request, prepared);
   }
 

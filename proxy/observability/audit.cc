@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <initializer_list>
 #include <stdexcept>
 #include <string_view>
 
@@ -336,6 +337,15 @@ AuditLog::~AuditLog() {
   if (path_ != "-") ::close(fd_);
 }
 
+void release_held_parts(AuditEvent& e) {
+  e.peer.reset();
+  e.client_address.reset();
+  for (std::string* s : {&e.method, &e.path, &e.fhir_resource, &e.fhir_interaction,
+                         &e.fhir_operation, &e.decision, &e.rule, &e.mode, &e.reason}) {
+    if (s->capacity() > kKeptAuditFieldBytes) std::string().swap(*s);
+  }
+}
+
 bool AuditLog::write(const AuditEvent& event) {
   {
     std::lock_guard lock(mutex_);
@@ -445,8 +455,7 @@ void AuditLog::run() {
         ++unformatted;
       }
       // A slot keeps its strings' storage, not the identity or address it referred to.
-      e.peer.reset();
-      e.client_address.reset();
+      release_held_parts(e);
     }
     const bool write_ok = out.empty() || write_all(out);
     const std::uint64_t lost = write_ok ? unformatted : length;

@@ -57,6 +57,12 @@ struct AuditEvent {
   double duration_ms = 0;
 };
 
+/// Empties what a kept AuditEvent (a reused slot or scratch event) should not hold on to: its
+/// references to the peer and the address, and any string grown past kKeptAuditFieldBytes (a long
+/// path, a reason quoting a request). Smaller strings keep their storage for the next event.
+constexpr std::size_t kKeptAuditFieldBytes = 4096;
+void release_held_parts(AuditEvent& e);
+
 /// RFC 3339 UTC with milliseconds: "2026-11-23T14:37:17.123Z". Times before 1970 are floored to
 /// the millisecond ("1969-12-31T23:59:59.999Z" for -1 ms).
 std::string format_rfc3339_ms(std::chrono::system_clock::time_point t);

@@ -591,6 +591,7 @@ void Connection::begin_request() {
     const bool expired = cert_reason_ == tls::VerifyReason::kExpired;
     ex().fhir.method = head.method;
     ex().fhir.path = ex().path;
+    ex().decision.effect = policy::Effect::kDeny;
     ex().decision.rule = "default";
     ex().decision.reason = "client certificate " + std::string(tls::to_string(cert_reason_));
     decided_ = true;
@@ -673,7 +674,12 @@ void Connection::decide_and_dispatch() {
     const policy::PreparedIdentity* prepared = client_->prepared_for(req_state_->policy);
     req_state_->policy->evaluate_into(client_->identity, ex().fhir, prepared, ex().decision);
   } catch (const std::exception& e) {
-    // Fail closed: an error anywhere in classification or evaluation denies.
+    // Fail closed: an error anywhere in classification or evaluation denies. A classification
+    // cut short is not reported as if it were one.
+    ex().fhir = policy::FhirRequest{};
+    ex().fhir.method = head.method;
+    ex().fhir.path = ex().path;
+    ex().fhir.interaction = policy::Interaction::kUnknown;
     ex().decision = policy::Decision{};
     ex().decision.reason = std::string("evaluation error: ") + e.what();
     worker_.services().log.error("policy evaluation failed", {{"error", e.what()}});
@@ -865,57 +871,12 @@ void Connection::upstream_failed(UpstreamError kind) {
 
 void Connection::on_up_read() {
   if (!up_ || dead_) return;
-  const bool read_failed = !top_up_upstream_input();
-  // Even when this read completes the response, a connection whose read failed is not pooled.
-  if (read_failed) up_->broken = true;
   relay_response();
   if (dead_) return;
-  if (read_failed && up_) {
-    upstream_failed(UpstreamError::kReset);  // what arrived before the error was relayed first
-    return;
-  }
   flush_down();
   if (up_ && up_phase_ == Up::kBody &&
       evbuffer_get_length(bufferevent_get_output(down_.get())) > kHighWatermark)
     bufferevent_disable(up_->bev.get(), EV_READ);  // resumed by on_down_write
-}
-
-// libevent 2.1 reads at most 4,096 bytes per readable event (EVBUFFER_MAX_READ), whatever the
-// bufferevent's max single read: a large response would cross in 4 KiB reads and 4 KiB TLS
-// records, one event-loop round each. When a read hit that cap, the rest of what the socket holds
-// (up to kMaxSingleIo) is read here at once. False on a socket error (EOF is left for libevent to
-// report: the socket stays readable).
-bool Connection::top_up_upstream_input() {
-  if (!up_->plain || (up_phase_ != Up::kHead && up_phase_ != Up::kBody)) return true;
-  evbuffer* in = bufferevent_get_input(up_->bev.get());
-  if (evbuffer_get_length(in) < 4096) return true;
-  if (evbuffer_get_length(bufferevent_get_output(down_.get())) > kHighWatermark) return true;
-  evbuffer_iovec space[2];
-  // The end of a bufferevent's input is frozen against its user; thawed for this one read, as
-  // libevent's own read callback does.
-  evbuffer_unfreeze(in, 0);
-  const int n = evbuffer_reserve_space(in, kMaxSingleIo, space, 2);
-  bool ok = true;
-  if (n > 0) {
-    iovec iov[2];
-    for (int i = 0; i < n; ++i) iov[i] = iovec{space[i].iov_base, space[i].iov_len};
-    ssize_t got = 0;
-    do {
-      got = readv(bufferevent_getfd(up_->bev.get()), iov, n);
-    } while (got < 0 && errno == EINTR);
-    if (got < 0) {
-      ok = errno == EAGAIN || errno == EWOULDBLOCK;
-      got = 0;
-    }
-    auto left = static_cast<std::size_t>(got);
-    for (int i = 0; i < n; ++i) {
-      space[i].iov_len = std::min(space[i].iov_len, left);
-      left -= space[i].iov_len;
-    }
-    evbuffer_commit_space(in, space, n);
-  }
-  evbuffer_freeze(in, 0);
-  return ok;
 }
 
 void Connection::relay_response() {
@@ -1123,8 +1084,7 @@ void Connection::audit(int status, std::string_view decision, std::string_view r
   e.duration_ms = seconds_since(started_) * 1000.0;
   log->write(e);
   // The event does not keep the identity or the address alive until the next request.
-  e.peer.reset();
-  e.client_address.reset();
+  observability::release_held_parts(e);
 }
 
 void Connection::complete_request(int status) {
@@ -1144,6 +1104,7 @@ void Connection::reject(http::Rejection r, std::string_view diagnostics, bool cl
   else
     worker_.services().metrics.count_response(s.status);
   if (close) {
+    linger_ = true;
     close_after_flush();
     return;
   }
@@ -1189,6 +1150,9 @@ void Connection::close_now() {
     SSL_shutdown(ssl_.get());  // best effort close_notify; the socket closes regardless
   }
   down_.reset();
+  // After an error response whose bytes are all out (with close_notify, written to the socket by
+  // SSL_shutdown above), a client may still be sending the rest of its request.
+  if (linger_ && !cut_response) worker_.linger(std::move(socket_));
   worker_.retire(std::move(ssl_), std::move(socket_));
   if (depth_ == 0) worker_.destroy(this);
 }

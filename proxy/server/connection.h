@@ -93,7 +93,6 @@ class Connection : private http::MessageParser::BodySink {
   void kick_tls_reader();
   void refuse_identity(tls::VerifyReason reason);
   void rename_identity();
-  bool top_up_upstream_input();
   void upstream_failed(observability::UpstreamError kind);
   void finish_response();
   void wait_for_response();
@@ -165,6 +164,9 @@ class Connection : private http::MessageParser::BodySink {
   bool request_body_done_ = false;
   bool response_started_ = false;
   bool close_after_response_ = false;
+  /// Closing after an error response sent before the request was read to its end: the socket is
+  /// closed gently (Worker::linger), so a client still sending is not reset before it reads it.
+  bool linger_ = false;
   bool retried_ = false;
   bool audited_ = false;
   bool decided_ = false;             ///< the current request got a decision (policy or 401)

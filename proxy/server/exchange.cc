@@ -26,26 +26,36 @@ std::unique_ptr<Exchange> ExchangePool::take(std::size_t max_header_bytes,
 
 namespace {
 
+/// Emptied, its storage kept for the next request unless it grew past kKeptStringCapacity.
+void empty(std::string& s) {
+  if (s.capacity() > ExchangePool::kKeptStringCapacity) {
+    std::string().swap(s);
+  } else {
+    s.clear();
+  }
+}
+
 /// Back to a default-constructed value, the strings' storage kept for the next request (the
 /// classification and the decision are written into it with assign/clear). A Bundle's entries
 /// are freed: they are not kept while idle.
 void clear_keeping_storage(policy::FhirRequest& r) {
-  r.method.clear();
-  r.path.clear();
+  empty(r.method);
+  empty(r.path);
   r.interaction = policy::Interaction::kNone;
-  r.resource.clear();
-  r.id.clear();
-  r.version.clear();
-  r.operation.clear();
+  empty(r.resource);
+  empty(r.id);
+  empty(r.version);
+  empty(r.operation);
   std::vector<policy::FhirRequest>().swap(r.entries);
-  r.bundle_error.clear();
+  empty(r.bundle_error);
 }
 
 void clear_keeping_storage(policy::Decision& d) {
   d.effect = policy::Effect::kDeny;
+  empty(d.rule);
   d.rule.assign("default");
   d.mode = policy::Mode::kEnforce;
-  d.reason.clear();
+  empty(d.reason);
   d.shadow.clear();
 }
 
@@ -58,8 +68,8 @@ void ExchangePool::give(std::unique_ptr<Exchange> ex) {
   ex->response.reset();
   ex->response.release();
   // Nothing of this request is left for the next one, which may be another connection's.
-  ex->path.clear();
-  ex->query.clear();
+  empty(ex->path);
+  empty(ex->query);
   clear_keeping_storage(ex->fhir);
   clear_keeping_storage(ex->decision);
   ex->body.clear();

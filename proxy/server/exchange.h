@@ -40,6 +40,8 @@ class ExchangePool {
   static constexpr std::size_t kMaxSpares = 256;
   /// A body buffer larger than this is freed when its exchange is given back.
   static constexpr std::size_t kKeptBodyCapacity = 16 * 1024;
+  /// Any other string larger than this (a long path, a Bundle error quoting the body) is freed.
+  static constexpr std::size_t kKeptStringCapacity = 4096;
 
   explicit ExchangePool(http::HeadStorage& storage) : storage_(storage) {}
 

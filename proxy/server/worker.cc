@@ -112,6 +112,11 @@ void Worker::retire(ssl::SslPtr ssl, ev::SocketFd socket) {
   event_active(reap_event_.get(), EV_TIMEOUT, 1);
 }
 
+void Worker::linger(ev::SocketFd socket) {
+  if (draining_) return;  // closed here: a draining worker does not wait for clients
+  lingering_.add(base_.get(), std::move(socket));
+}
+
 void Worker::reap_cb(evutil_socket_t, short, void* arg) {
   static_cast<Worker*>(arg)->retired_.clear();
 }
@@ -125,6 +130,7 @@ void Worker::begin_drain() {
   draining_ = true;
   listener_.reset();  // stop accepting
   pool_->close_idle();
+  lingering_.close_all();
   std::vector<Connection*> open;
   open.reserve(connections_.size());
   for (auto& [c, owned] : connections_) open.push_back(c);

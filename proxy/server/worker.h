@@ -18,6 +18,7 @@
 #include "proxy/observability/metrics.h"
 #include "proxy/server/client_identity.h"
 #include "proxy/server/exchange.h"
+#include "proxy/server/lingering_close.h"
 #include "proxy/server/runtime_state.h"
 #include "proxy/server/upstream_pool.h"
 #include "proxy/socket_fd.h"
@@ -69,6 +70,9 @@ class Worker {
   /// now has returned: libevent's bufferevent code up the stack may still use both until then
   /// (what BEV_OPT_CLOSE_ON_FREE would defer the same way).
   void retire(ssl::SslPtr ssl, ev::SocketFd socket);
+  /// Takes a socket closed after an error response whose request was not read to its end, and
+  /// closes it gently (lingering_close.h).
+  void linger(ev::SocketFd socket);
 
  private:
   static void accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* arg);
@@ -92,6 +96,7 @@ class Worker {
   };
   std::vector<Retired> retired_;  ///< freed by reap_event_ (or with the worker)
   ev::EventPtr reap_event_;
+  LingeringClose lingering_;  ///< after reap_event_: freed before the base, like every event
   std::unique_ptr<UpstreamPool> pool_;
   ClientIdentityCache identities_;
   // Before connections_: they outlive the connections, which give back to them.

@@ -211,6 +211,20 @@ class PolicyAndLimitsTest(ProxyTestCase):
         self.raw_rejected(b"POST /fhir/Patient HTTP/1.1\r\nHost: localhost\r\n"
                           b"Content-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1), 413, "too-long")
 
+    def test_413_reaches_a_client_that_keeps_sending_its_body(self):
+        # The proxy answers on the head and closes; the client goes on sending its megabyte for a
+        # while and only then reads. Closed gently (lingering close), the socket takes and drops
+        # those bytes instead of resetting the connection, so the answer is still there to read.
+        c = self.conn()
+        c.send_raw(b"POST /fhir/Patient HTTP/1.1\r\nHost: localhost\r\n"
+                   b"Content-Type: application/fhir+json\r\nContent-Length: 2000000\r\n\r\n")
+        time.sleep(0.3)  # the 413 and the proxy's close are out by now
+        for _ in range(32):
+            c.send_raw(b"x" * 32768)
+            time.sleep(0.01)
+        self.assert_outcome(c.read_response(), 413, "too-long")
+        self.assertTrue(c.is_closed_by_peer())
+
     def test_413_chunked_bundle_over_the_limit(self):
         chunk = b"a" * 600
         body = b"%x\r\n%s\r\n" % (len(chunk), chunk) * 2 + b"0\r\n\r\n"

@@ -114,14 +114,15 @@ TEST_CASE("evaluate_into replaces every field of a reused decision, as evaluate 
       req("GET", "/fhir/Patient/1"), req("DELETE", "/fhir/Patient/1"), bundle, broken,
       req("PUT", "/other"),          req("GET", "/fhir/Patient/1")};
   Decision reused;
-  reused.effect = Effect::kAllow;
-  reused.mode = Mode::kShadow;
-  reused.rule = "stale";
-  reused.reason = "stale reason";
-  reused.shadow.push_back({"stale-shadow", Effect::kAllow});
   for (const FhirRequest& r : requests) {
     CAPTURE(r.method);
     CAPTURE(r.path);
+    // Whatever the object held before (here: the opposite of every answer), it is replaced.
+    reused.effect = Effect::kAllow;
+    reused.mode = Mode::kShadow;
+    reused.rule = "stale";
+    reused.reason = "stale reason";
+    reused.shadow.push_back({"stale-shadow", Effect::kAllow});
     p->evaluate_into(id, r, prepared.get(), reused);
     const Decision fresh = p->evaluate(id, r);
     CHECK(reused.effect == fresh.effect);

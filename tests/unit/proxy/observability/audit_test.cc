@@ -239,18 +239,24 @@ TEST_CASE("AuditLog slots: a reused slot carries nothing of its last event, burs
   TempDir dir;
   const std::string path = (dir.path / "audit.log").string();
   auto log = obs::AuditLog::open(path, obs::AuditFormat::kJson);
+  // Two full events fill one slot on each side (the queue's and the writer's swap every batch)...
   auto e = sample_event();
   e.reason = "a reason long enough to leave the inline buffer of a std::string";
   e.fhir_operation = "$everything";
-  REQUIRE(log->write(e));
-  log->flush();
-  // The next events go into slots that held earlier ones: shorter and empty fields, no peer.
+  for (int i = 0; i < 2; ++i) {
+    REQUIRE(log->write(e));
+    log->flush();
+  }
+  // ... and the next two reuse those slots: shorter and empty fields, no peer, no address.
   e.reason.clear();
   e.fhir_operation.clear();
   e.rule = "r";
   e.peer.reset();
-  REQUIRE(log->write(e));
-  log->flush();
+  e.client_address.reset();
+  for (int i = 0; i < 2; ++i) {
+    REQUIRE(log->write(e));
+    log->flush();
+  }
   // A burst larger than the slots kept afterwards, then one more event: all in order.
   constexpr std::size_t kBurst = obs::AuditLog::kKeptSlots + 500;
   for (std::size_t i = 0; i < kBurst; ++i) {
@@ -262,18 +268,39 @@ TEST_CASE("AuditLog slots: a reused slot carries nothing of its last event, burs
   REQUIRE(log->write(e));
   log->flush();
   const auto lines = read_lines(path);
-  REQUIRE(lines.size() == kBurst + 3);
-  const json first = json::parse(lines[0]);
-  CHECK(first["reason"] == "a reason long enough to leave the inline buffer of a std::string");
-  CHECK(first["subject"] == "CN=ehr-client,O=Example Hospital,C=US");
-  const json second = json::parse(lines[1]);
-  CHECK(second["reason"] == "");
-  CHECK(second["fhir_operation"] == "");
-  CHECK(second["rule"] == "r");
-  CHECK(second["subject"] == "");  // the slot's earlier peer is gone
-  for (std::size_t i = 0; i < kBurst; ++i)
-    CHECK(json::parse(lines[2 + i])["request_id"] == 1000 + i);
+  REQUIRE(lines.size() == kBurst + 5);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const json full = json::parse(lines[i]);
+    CHECK(full["reason"] == "a reason long enough to leave the inline buffer of a std::string");
+    CHECK(full["subject"] == "CN=ehr-client,O=Example Hospital,C=US");
+    CHECK(full["client"] == "127.0.0.1:50000");
+  }
+  for (std::size_t i = 2; i < 4; ++i) {
+    const json reused = json::parse(lines[i]);
+    CHECK(reused["reason"] == "");
+    CHECK(reused["fhir_operation"] == "");
+    CHECK(reused["rule"] == "r");
+    CHECK(reused["subject"] == "");  // the slot's earlier peer is gone
+    CHECK(reused["client"] == "");
+  }
+  for (std::size_t i = 0; i < kBurst; ++i) {
+    const json line = json::parse(lines[4 + i]);
+    CHECK(line["request_id"] == 1000 + i);
+    CHECK(line["reason"] == "");
+  }
   CHECK(json::parse(lines.back())["request_id"] == 99);
+}
+
+TEST_CASE("release_held_parts: references dropped, large strings freed, small ones kept") {
+  auto e = sample_event();
+  e.reason.assign(obs::kKeptAuditFieldBytes + 1, 'r');
+  e.path.assign(obs::kKeptAuditFieldBytes * 3, 'p');
+  obs::release_held_parts(e);
+  CHECK(e.peer == nullptr);
+  CHECK(e.client_address == nullptr);
+  CHECK(e.reason.capacity() <= obs::kKeptAuditFieldBytes);
+  CHECK(e.path.capacity() <= obs::kKeptAuditFieldBytes);
+  CHECK(e.rule == "read-clinical");  // a small string is left as it is (its storage reused)
 }
 
 #ifndef FMP_SANITIZED_NEW

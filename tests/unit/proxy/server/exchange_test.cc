@@ -21,9 +21,20 @@ TEST_CASE("ExchangePool: a given-back exchange is reused empty, with the taker's
   const srv::Exchange* first = ex.get();
   ex->path = "/fhir/Patient/a-long-enough-id-to-leave-the-inline-buffer";
   ex->query = "_count=10";
+  ex->fhir.method = "POST";
+  ex->fhir.path = "/fhir";
+  ex->fhir.interaction = fmp::policy::Interaction::kTransaction;
   ex->fhir.resource = "Patient";
+  ex->fhir.id = "1";
+  ex->fhir.version = "2";
+  ex->fhir.operation = "$everything";
+  ex->fhir.entries.resize(3);
+  ex->fhir.bundle_error.assign(srv::ExchangePool::kKeptStringCapacity + 1, 'e');
+  ex->decision.effect = fmp::policy::Effect::kAllow;
+  ex->decision.mode = fmp::policy::Mode::kShadow;
   ex->decision.rule = "partner-read";
   ex->decision.reason = "rule partner-read matched";
+  ex->decision.shadow.push_back({"s", fmp::policy::Effect::kAllow});
   ex->body.assign(100, 'b');
   ex->upstream_head = "GET /fhir/Patient/1 HTTP/1.1\r\n\r\n";
   const auto head = http::testing::buffer_of("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -40,9 +51,22 @@ TEST_CASE("ExchangePool: a given-back exchange is reused empty, with the taker's
   CHECK(pool.spares() == 0);
   CHECK(again->path.empty());
   CHECK(again->query.empty());
+  CHECK(again->fhir.method.empty());
+  CHECK(again->fhir.path.empty());
+  CHECK(again->fhir.interaction == fmp::policy::Interaction::kNone);
   CHECK(again->fhir.resource.empty());
+  CHECK(again->fhir.id.empty());
+  CHECK(again->fhir.version.empty());
+  CHECK(again->fhir.operation.empty());
+  CHECK(again->fhir.entries.empty());
+  CHECK(again->fhir.entries.capacity() == 0);  // a Bundle's entries are not kept
+  CHECK(again->fhir.bundle_error.empty());
+  CHECK(again->fhir.bundle_error.capacity() <= srv::ExchangePool::kKeptStringCapacity);
+  CHECK(again->decision.effect == fmp::policy::Effect::kDeny);  // fails closed if left unset
+  CHECK(again->decision.mode == fmp::policy::Mode::kEnforce);
   CHECK(again->decision.rule == "default");
   CHECK(again->decision.reason.empty());
+  CHECK(again->decision.shadow.empty());
   CHECK(again->body.empty());
   CHECK(again->body.capacity() >= 100);  // capacity kept for reuse
   CHECK(again->upstream_head.empty());
