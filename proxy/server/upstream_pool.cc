@@ -77,7 +77,7 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(const RuntimeState& st
 
 void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, const RuntimeState& state) {
   if (!conn || !conn->bev) return;
-  if (conn->broken || conn->key != state.upstream_key ||
+  if (conn->key != state.upstream_key ||
       idle_.size() >= static_cast<std::size_t>(state.config.upstream.max_idle_connections) ||
       evbuffer_get_length(bufferevent_get_input(conn->bev.get())) != 0 ||
       evbuffer_get_length(bufferevent_get_output(conn->bev.get())) != 0)

@@ -25,8 +25,6 @@ struct UpstreamConnection {
   /// Plain TCP (not TLS): the connection may write to its socket directly (Connection's
   /// write-through) once connected.
   bool plain = false;
-  /// A read on it failed: whatever it delivered before is relayed, but it is never pooled again.
-  bool broken = false;
   UpstreamPool* pool = nullptr;  ///< while idle: the pool holding it (callback argument)
 };
 
