@@ -7,7 +7,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
