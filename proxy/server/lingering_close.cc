@@ -35,7 +35,7 @@ void LingeringClose::add(event_base* base, ev::SocketFd socket) {
 void LingeringClose::on_event(evutil_socket_t fd, short what, void* arg) {
   auto* s = static_cast<Socket*>(arg);
   bool done = (what & EV_TIMEOUT) != 0 || std::chrono::steady_clock::now() >= s->deadline;
-  std::array<char, 16384> discard{};
+  std::array<char, 16384> discard;  // NOLINT: written by read() only, never read
   for (int i = 0; i < kReadsPerEvent && !done; ++i) {
     const ssize_t n = ::read(fd, discard.data(), discard.size());
     if (n > 0) continue;
