@@ -86,9 +86,10 @@ class Worker {
   Services services_;
   StateCache state_cache_{services_.states};
   int index_;
-  ev::EventBasePtr base_;
+  ev::EventBasePtr base_;  ///< lock-free: only this worker's thread touches it
   ev::EvConnListenerPtr listener_;
-  ev::EventPtr stop_event_;
+  ev::SocketFd stop_fd_;     ///< eventfd: request_stop() writes it from another thread
+  ev::EventPtr stop_event_;  ///< reads stop_fd_ (freed before it: declared after)
   ev::EventPtr drain_timer_;
   struct Retired {
     ssl::SslPtr ssl;
