@@ -2,11 +2,16 @@
 # The measuring stick: fhir-mtls-proxy against nginx and HAProxy doing the same mTLS job, in front of
 # the same upstream, on this machine. See bench/RESULTS.md for the method and the last results.
 #
-#   bench/run.sh [--quick] [--reps N] [--proxy BIN] [--loadgen BIN] [--no-results] [--keep]
+#   bench/run.sh [--quick] [--reps N] [--only LIST] [--proxy BIN] [--loadgen BIN] [--no-results]
+#                [--keep]
 #
 #   --quick       a few seconds per scenario, 1 repetition, tiny streaming/idle scenarios, no RSA
 #                 (ctest bench_quick runs this so the benchmark never rots; no thresholds)
 #   --reps N      repetitions of each interleaved scenario (default 3)
+#   --only LIST   run only these comma-separated scenarios: keepalive-50, handshake-full,
+#                 handshake-resumed, sequential-1, bundle-1mib, stream, idle, handshake-full-rsa
+#                 (implies --no-results unless --results follows: a partial table never replaces
+#                 the full one)
 #   --proxy BIN   fhir-mtls-proxy binary (default: build-bench/, then build/)
 #   --loadgen BIN fmp-loadgen binary (default: next to the proxy's build tree)
 #   --no-results  do not rewrite the generated section of bench/RESULTS.md (default with --quick)
@@ -23,19 +28,21 @@ REPS=3
 PROXY=""
 LOADGEN=""
 WRITE_RESULTS=1
+ONLY=""
 KEEP=0
 MAX_OTHER=0.05
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1; REPS=1; WRITE_RESULTS=0 ;;
     --reps) REPS=$2; shift ;;
+    --only) ONLY=$2; WRITE_RESULTS=0; shift ;;
     --proxy) PROXY=$2; shift ;;
     --loadgen) LOADGEN=$2; shift ;;
     --no-results) WRITE_RESULTS=0 ;;
     --results) WRITE_RESULTS=1 ;;
     --keep) KEEP=1 ;;
     --max-other) MAX_OTHER=$2; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -43,6 +50,17 @@ done
 
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 die() { echo "run.sh: $*" >&2; exit 1; }
+
+ALL_SCENARIOS=(keepalive-50 handshake-full handshake-resumed sequential-1 bundle-1mib stream idle
+  handshake-full-rsa)
+for scenario in ${ONLY//,/ }; do
+  [[ " ${ALL_SCENARIOS[*]} " == *" $scenario "* ]] ||
+    die "--only: unknown scenario \"$scenario\" (one of: ${ALL_SCENARIOS[*]})"
+done
+wanted() {  # SCENARIO: is it part of this run?
+  [[ -z "$ONLY" || ",$ONLY," == *",$1,"* ]]
+}
+[[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "--reps: expected a positive count, got \"$REPS\""
 
 if [[ -z "$PROXY" ]]; then
   for d in build-bench build; do
@@ -502,7 +520,7 @@ interleave() {  # SCENARIO PATH [loadgen options...]; per-contender mode overrid
 # --- machine and versions -----------------------------------------------------------------------
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "mode: $([[ $QUICK -eq 1 ]] && echo quick || echo full), repetitions: $REPS"
+  echo "mode: $([[ $QUICK -eq 1 ]] && echo quick || echo full), repetitions: $REPS$([[ -n $ONLY ]] && echo ", scenarios: $ONLY")"
   echo "machine: $(nproc) CPU(s), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)"
   echo "kernel: $(uname -r)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -538,53 +556,64 @@ if bad:
 EOF
 
 PATIENT=/fhir/Patient/example
-DIRECT_MODE="" interleave keepalive-50 "$PATIENT" --mode keepalive --connections $CONNS \
-  --warmup "$WARM" --duration "$DUR"
-DIRECT_MODE=new interleave handshake-full "$PATIENT" --mode new --connections $CONNS \
-  --warmup "$WARM" --duration "$DUR"
-DIRECT_MODE=new interleave handshake-resumed "$PATIENT" --mode resume --connections $CONNS \
-  --warmup "$WARM" --duration "$DUR"
-DIRECT_MODE="" interleave sequential-1 "$PATIENT" --mode keepalive --connections 1 \
-  --warmup 1 --duration "$SEQ_DUR"
-DIRECT_MODE="" interleave bundle-1mib "/fhir" --mode keepalive --connections 4 --method POST \
-  --body "$TMP/bundle.json" --warmup 1 --duration "$BUNDLE_DUR" --timeout 60
+wanted keepalive-50 && DIRECT_MODE="" interleave keepalive-50 "$PATIENT" --mode keepalive \
+  --connections $CONNS --warmup "$WARM" --duration "$DUR"
+wanted handshake-full && DIRECT_MODE=new interleave handshake-full "$PATIENT" --mode new \
+  --connections $CONNS --warmup "$WARM" --duration "$DUR"
+wanted handshake-resumed && DIRECT_MODE=new interleave handshake-resumed "$PATIENT" \
+  --mode resume --connections $CONNS --warmup "$WARM" --duration "$DUR"
+wanted sequential-1 && DIRECT_MODE="" interleave sequential-1 "$PATIENT" --mode keepalive \
+  --connections 1 --warmup 1 --duration "$SEQ_DUR"
+wanted bundle-1mib && DIRECT_MODE="" interleave bundle-1mib "/fhir" --mode keepalive \
+  --connections 4 --method POST --body "$TMP/bundle.json" --warmup 1 --duration "$BUNDLE_DUR" \
+  --timeout 60
 
 # Streaming: fresh contenders so VmHWM is this scenario's peak.
-log "scenario stream (${STREAM_MIB} MiB response, once per contender, fresh processes)"
-stop_contenders; start_contenders "$TMP/pki-ec"
-for c in "${CONTENDERS[@]}"; do
-  loadgen stream "$c" 1 --url "$(url_of "$c" /fhir/Binary/big)" --connections 1 --requests 1 \
-    --timeout 300
-  if [[ $c != direct ]]; then
-    printf '{"label":"stream|%s|1","mem":{"hwm_kib":%s,"rss_kib":%s}}\n' "$c" \
-      "$(sum_status_kib VmHWM "${CPIDS[$c]}")" "$(sum_status_kib VmRSS "${CPIDS[$c]}")" \
-      >> "$TMP/memory.jsonl"
-  fi
-done
+run_stream() {
+  local c
+  log "scenario stream (${STREAM_MIB} MiB response, once per contender, fresh processes)"
+  stop_contenders; start_contenders "$TMP/pki-ec"
+  for c in "${CONTENDERS[@]}"; do
+    loadgen stream "$c" 1 --url "$(url_of "$c" /fhir/Binary/big)" --connections 1 --requests 1 \
+      --timeout 300
+    if [[ $c != direct ]]; then
+      printf '{"label":"stream|%s|1","mem":{"hwm_kib":%s,"rss_kib":%s}}\n' "$c" \
+        "$(sum_status_kib VmHWM "${CPIDS[$c]}")" "$(sum_status_kib VmRSS "${CPIDS[$c]}")" \
+        >> "$TMP/memory.jsonl"
+    fi
+  done
+}
 
 # Idle connections: RSS delta per held mTLS connection.
-log "scenario idle ($IDLE_CONNS idle mTLS connections per contender)"
-for c in nginx haproxy fmp; do
-  before=$(sum_status_kib VmRSS "${CPIDS[$c]}")
-  rm -f "$TMP/ready"
-  taskset -c 1 "$LOADGEN" --json --label "idle|$c|1" --url "$(url_of "$c" "$PATIENT")" \
-    --cert "$PKI/client.pem" --key "$PKI/client.key" --ca "$PKI/ca.pem" --mode idle \
-    --connections "$IDLE_CONNS" --duration "$((IDLE_HOLD + 2))" --ready-file "$TMP/ready" \
-    --timeout 60 --max-time 300 --proxy-pids "${CPIDS[$c]}" \
-    >> "$RAW" 2>>"$TMP/logs/loadgen.stderr" &
-  lg=$!
-  PIDS+=($lg)
-  for _ in $(seq 3000); do [[ -e "$TMP/ready" ]] && break; kill -0 $lg 2>/dev/null || break; sleep 0.1; done
-  sleep "$IDLE_HOLD"
-  after=$(sum_status_kib VmRSS "${CPIDS[$c]}")
-  established=$(cat "$TMP/ready" 2>/dev/null || echo 0)
-  wait $lg || true
-  printf '{"label":"idle|%s|1","mem":{"rss_before_kib":%s,"rss_after_kib":%s,"established":%s}}\n' \
-    "$c" "$before" "$after" "${established:-0}" >> "$TMP/memory.jsonl"
-  log "  idle $c: $established connections, RSS $before -> $after KiB"
-done
+run_idle() {
+  local c before after lg established
+  log "scenario idle ($IDLE_CONNS idle mTLS connections per contender)"
+  for c in nginx haproxy fmp; do
+    before=$(sum_status_kib VmRSS "${CPIDS[$c]}")
+    rm -f "$TMP/ready"
+    taskset -c 1 "$LOADGEN" --json --label "idle|$c|1" --url "$(url_of "$c" "$PATIENT")" \
+      --cert "$PKI/client.pem" --key "$PKI/client.key" --ca "$PKI/ca.pem" --mode idle \
+      --connections "$IDLE_CONNS" --duration "$((IDLE_HOLD + 2))" --ready-file "$TMP/ready" \
+      --timeout 60 --max-time 300 --proxy-pids "${CPIDS[$c]}" \
+      >> "$RAW" 2>>"$TMP/logs/loadgen.stderr" &
+    lg=$!
+    PIDS+=($lg)
+    for _ in $(seq 3000); do [[ -e "$TMP/ready" ]] && break; kill -0 $lg 2>/dev/null || break; sleep 0.1; done
+    sleep "$IDLE_HOLD"
+    after=$(sum_status_kib VmRSS "${CPIDS[$c]}")
+    established=$(cat "$TMP/ready" 2>/dev/null || echo 0)
+    wait $lg || true
+    printf '{"label":"idle|%s|1","mem":{"rss_before_kib":%s,"rss_after_kib":%s,"established":%s}}\n' \
+      "$c" "$before" "$after" "${established:-0}" >> "$TMP/memory.jsonl"
+    log "  idle $c: $established connections, RSS $before -> $after KiB"
+  done
+}
 
-if [[ $RSA -eq 1 ]]; then
+: > "$TMP/memory.jsonl"
+if wanted stream; then run_stream; fi
+if wanted idle; then run_idle; fi
+
+if [[ $RSA -eq 1 ]] && wanted handshake-full-rsa; then
   stop_contenders; start_contenders "$TMP/pki-rsa"
   DIRECT_MODE=new interleave handshake-full-rsa "$PATIENT" --mode new --connections $CONNS \
     --warmup "$WARM" --duration "$DUR"

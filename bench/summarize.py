@@ -62,6 +62,16 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
+def rep_ratios(runs, scen, other):
+    """fhir-mtls-proxy's CPU per request over OTHER's, repetition by repetition ("0.79/0.90")."""
+    def by_rep(contender):
+        return {r["label"].split("|")[2]: r["cpu"]["proxy_us_per_request"]
+                for r in runs.get((scen, contender), [])}
+    mine, theirs = by_rep("fmp"), by_rep(other)
+    reps = sorted(set(mine) & set(theirs), key=int)
+    return "/".join(ratio(mine[r], theirs[r]).rstrip("×") for r in reps)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-other", type=float, default=0.05)
@@ -161,6 +171,11 @@ def main():
                 notes.append(f"{s['non200']} non-200")
             if scen.startswith("handshake") and c != "direct":
                 notes.append(f"handshakes {s['full']} full / {s['resumed']} resumed")
+            if c == "fmp" and scen not in ("idle", "stream") and s["n"] > 1:
+                for other in ("nginx", "haproxy"):
+                    per_rep = rep_ratios(runs, scen, other)
+                    if per_rep:
+                        notes.append(f"CPU vs {NAMES[other]} per repetition {per_rep}")
             if scen == "sequential-1" and direct and c != "direct" and s["p50"] is not None:
                 notes.append(f"p50 +{(s['p50'] - direct['p50']) * 1000:.0f} µs over no proxy")
             if s["other"] and s["other"] > args.max_other:
