@@ -3,6 +3,7 @@
 // parses JSON.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -34,23 +35,40 @@ void append_json_int(std::string& out, std::int64_t v);
 void append_json_double(std::string& out, double v);
 
 /// An object member's name: a string literal, checked when the program is compiled to need no
-/// JSON escaping (printable ASCII without '"' or '\\'), so it is written as it is. A name that
-/// would need escaping, or one that is not a compile-time constant, does not compile.
+/// JSON escaping (printable ASCII without '"' or '\\', at most kMaxName bytes), so it is written
+/// as it is. A name that would need escaping, or one that is not a string literal, does not
+/// compile. The name is kept as it is written, `,"name":`, so a member name costs one append.
 class JsonKey {
  public:
+  static constexpr std::size_t kMaxName = 44;
+
   template <std::size_t N>
   consteval JsonKey(const char (&name)[N])  // NOLINT(google-explicit-constructor): literals
-      : text_(name, N - 1) {
-    for (const char c : text_) {
-      const auto u = static_cast<unsigned char>(c);
-      if (u < 0x20 || u >= 0x7f || c == '"' || c == '\\')
+      : length_(N - 1 + 4) {
+    if (name[N - 1] != '\0') throw "a JSON member name must be a string literal";
+    if (N - 1 > kMaxName) throw "a JSON member name must be at most JsonKey::kMaxName bytes";
+    written_[0] = ',';
+    written_[1] = '"';
+    for (std::size_t i = 0; i + 1 < N; ++i) {
+      const auto u = static_cast<unsigned char>(name[i]);
+      if (u < 0x20 || u >= 0x7f || name[i] == '"' || name[i] == '\\')
         throw "a JSON member name must be printable ASCII without quote or backslash";
+      written_[2 + i] = name[i];
     }
+    written_[N + 1] = '"';
+    written_[N + 2] = ':';
   }
-  constexpr std::string_view text() const { return text_; }
+  /// The name alone.
+  constexpr std::string_view text() const { return {written_.data() + 2, length_ - 4}; }
+  /// `,"name":` (separated) or `"name":`.
+  constexpr std::string_view written(bool separated) const {
+    return separated ? std::string_view(written_.data(), length_)
+                     : std::string_view(written_.data() + 1, length_ - 1);
+  }
 
  private:
-  std::string_view text_;
+  std::array<char, kMaxName + 4> written_{};
+  std::size_t length_;
 };
 
 /// Writes one compact JSON value (objects, arrays, scalars) into `out`, inserting the commas and
@@ -67,11 +85,8 @@ class JsonWriter {
   JsonWriter& end_array() { return close(']'); }
 
   /// An object member's name; the next call writes its value.
-  JsonWriter& key(JsonKey k) {
-    separate();
-    out_ += '"';
-    out_ += k.text();
-    out_.append("\":", 2);
+  JsonWriter& key(const JsonKey& k) {
+    out_ += k.written(!first_);
     first_ = true;  // the value follows the colon without a comma
     return *this;
   }
@@ -125,7 +140,7 @@ class JsonWriter {
   }
   /// key(k) then value(v).
   template <typename T>
-  JsonWriter& field(JsonKey k, const T& v) {
+  JsonWriter& field(const JsonKey& k, const T& v) {
     return key(k).value(v);
   }
 

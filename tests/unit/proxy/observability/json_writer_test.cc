@@ -258,3 +258,18 @@ TEST_CASE("JsonWriter: commas and colons at every nesting level") {
             kFffd + "\"}");
   CHECK(json::parse(out.substr(1)).is_object());
 }
+
+// A name is checked and laid out when the program is compiled; a name that needs escaping, is too
+// long or is not a string literal does not compile, so only the layout can be tested here.
+static_assert(obs::JsonKey("resourceType").text() == "resourceType");
+static_assert(obs::JsonKey("a").written(false) == "\"a\":");
+static_assert(obs::JsonKey("a").written(true) == ",\"a\":");
+static_assert(obs::JsonKey("12345678901234567890123456789012345678901234").text().size() ==
+              obs::JsonKey::kMaxName);
+
+TEST_CASE("JsonWriter: a key after a member, after an opening bracket and after a key's value") {
+  std::string out;
+  obs::JsonWriter w(out);
+  w.begin_object().key("first").begin_object().end_object().field("second", 2).end_object();
+  CHECK(out == R"({"first":{},"second":2})");
+}
