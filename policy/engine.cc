@@ -212,11 +212,11 @@ bool Engine::apply(std::uint32_t i, const Identity& identity, const FhirRequest&
     d.shadow.push_back(ShadowResult{r.name, r.effect});
     return false;
   }
-  d.effect = r.effect;
   d.rule.assign(r.name);
   d.mode = Mode::kEnforce;
   // Appended piece by piece: a reused Decision keeps its storage (no allocation per request).
   d.reason.assign("rule \"").append(r.name).append("\" matched");
+  d.effect = r.effect;  // last: an allocation failure above leaves evaluate_impl's denial
   return true;
 }
 
@@ -240,10 +240,10 @@ void Engine::decide(const Identity& identity, const FhirRequest& request, bool i
     for (std::uint32_t i = 0; i < rules_.size(); ++i)
       if (apply(i, identity, request, d)) return;
   }
-  d.effect = default_;
   d.rule.assign("default");
   d.mode = Mode::kEnforce;
   d.reason.assign("no rule matched");
+  d.effect = default_;  // last, as in apply()
 }
 
 void Engine::evaluate_impl(const Identity& identity, const FhirRequest& request, bool indexed,

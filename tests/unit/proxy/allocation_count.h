@@ -23,7 +23,11 @@ namespace fmp::proxy::testing {
 
 /// Starts counting this thread's allocations from zero.
 void start_counting_allocations();
-/// Stops counting; returns how many operator new calls this thread made since the start.
+/// Starts counting from zero, and makes this thread's allocation number `n` (0 = the next one)
+/// fail: operator new throws std::bad_alloc (the nothrow forms return null). Until the count stops.
+void fail_allocation(std::size_t n);
+/// Stops counting (and failing); returns how many operator new calls this thread made since the
+/// start, the failed one included.
 std::size_t stop_counting_allocations();
 
 /// Counts operator new calls made on this thread while it lives. No doctest assertion belongs
@@ -43,6 +47,28 @@ class AllocationCount {
 
  private:
   std::size_t count_ = 0;
+  bool stopped_ = false;
+};
+
+/// Makes this thread's allocation number `n` within the scope fail (fail_allocation), to check
+/// what code leaves behind when an allocation throws at each point in turn. No doctest assertion
+/// belongs inside the scope.
+class AllocationFailure {
+ public:
+  explicit AllocationFailure(std::size_t n) : n_(n) { fail_allocation(n); }
+  ~AllocationFailure() { stop(); }
+  AllocationFailure(const AllocationFailure&) = delete;
+  AllocationFailure& operator=(const AllocationFailure&) = delete;
+  /// Stops (at the latest when the scope ends); true when the failing allocation was reached.
+  bool stop() {
+    if (!stopped_) reached_ = stop_counting_allocations() > n_;
+    stopped_ = true;
+    return reached_;
+  }
+
+ private:
+  std::size_t n_;
+  bool reached_ = false;
   bool stopped_ = false;
 };
 

@@ -10,11 +10,13 @@
 
 namespace {
 
+constexpr std::size_t kNever = static_cast<std::size_t>(-1);
 thread_local bool counting = false;
 thread_local std::size_t allocations = 0;
+thread_local std::size_t fail_at = kNever;
 
 void* allocate(std::size_t n) noexcept {
-  if (counting) ++allocations;
+  if (counting && allocations++ == fail_at) return nullptr;
   return std::malloc(n == 0 ? 1 : n);
 }
 
@@ -61,11 +63,18 @@ namespace fmp::proxy::testing {
 
 void start_counting_allocations() {
   allocations = 0;
+  fail_at = kNever;
   counting = true;
+}
+
+void fail_allocation(std::size_t n) {
+  start_counting_allocations();
+  fail_at = n;
 }
 
 std::size_t stop_counting_allocations() {
   counting = false;
+  fail_at = kNever;
   return allocations;
 }
 
@@ -79,6 +88,30 @@ TEST_CASE("the allocation counter sees allocations (the checks using it can fail
     allocated = count.stop();
   }
   CHECK(allocated == 1);
+}
+
+TEST_CASE("an injected allocation failure throws at the chosen allocation, and only there") {
+  bool threw_at_second = false;
+  bool reached = false;
+  std::string kept;
+  {
+    AllocationFailure fail(1);
+    std::string first(100, 'a');  // allocation 0 succeeds
+    try {
+      std::string second(100, 'b');  // allocation 1 fails
+    } catch (const std::bad_alloc&) {
+      threw_at_second = true;
+    }
+    std::string third(100, 'c');  // allocation 2 succeeds again
+    kept = first + third;         // allocation 3
+    reached = fail.stop();
+  }
+  CHECK(threw_at_second);
+  CHECK(reached);
+  CHECK(kept.size() == 200);
+  AllocationFailure unreached(5);
+  std::string only(100, 'x');
+  CHECK_FALSE(unreached.stop());
 }
 
 }  // namespace

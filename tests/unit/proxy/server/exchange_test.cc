@@ -140,4 +140,57 @@ TEST_CASE("ExchangePool: classifying and deciding into a reused exchange allocat
   CHECK(decided == 60);
   CHECK(allocated == 0);
 }
+
+TEST_CASE("evaluate_into denies when an allocation fails at any point, even over a stale allow") {
+  // A transaction Bundle whose every entry the policy allows: only a failure can make it a denial.
+  const auto policy = fmp::policy::load_policy_text(R"(rules:
+  - {name: partner-applications-may-post-transactions, effect: allow,
+     when: {fhir: {interaction: [transaction]}}}
+  - {name: partner-applications-may-write-patients, effect: allow,
+     when: {fhir: {resource: Patient, interaction: [create, update]}}}
+)",
+                                                    "test.yaml");
+  fmp::policy::Identity id;
+  id.present = true;
+  id.subject.attributes = {{"CN", "ehr"}, {"O", "Example Hospital"}};
+  id.fingerprint_sha256 = std::string(64, 'a');
+  const auto prepared = policy->prepare(id);
+  fmp::policy::FhirRequest request;
+  fmp::policy::classify_into("POST", "/fhir", "", "/fhir", "application/fhir+json",
+                             R"({"resourceType":"Bundle","type":"transaction","entry":[
+      {"resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},
+      {"resource":{"resourceType":"Patient"},"request":{"method":"PUT","url":"Patient/1"}},
+      {"resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}}]})",
+                             request);
+  REQUIRE(request.entries.size() == 3);
+  REQUIRE(policy->evaluate(id, request, prepared.get()).allowed());
+
+  std::size_t failures = 0;
+  for (std::size_t n = 0; n < 1000; ++n) {
+    // As the proxy reuses an exchange: the decision left by an earlier request is an allow.
+    fmp::policy::Decision decision;
+    decision.effect = fmp::policy::Effect::kAllow;
+    bool threw = false;
+    bool reached = false;
+    {
+      fmp::proxy::testing::AllocationFailure fail(n);
+      try {
+        policy->evaluate_into(id, request, prepared.get(), decision);
+      } catch (const std::bad_alloc&) {
+        threw = true;
+      }
+      reached = fail.stop();
+    }
+    if (!reached) {  // every allocation point has failed once: this run completed
+      CHECK_FALSE(threw);
+      CHECK(decision.allowed());
+      break;
+    }
+    ++failures;
+    CAPTURE(n);
+    CHECK(threw);
+    CHECK(decision.effect == fmp::policy::Effect::kDeny);
+  }
+  CHECK(failures > 0);  // the evaluation allocates, so the failure path was taken
+}
 #endif
