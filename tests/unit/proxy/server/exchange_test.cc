@@ -102,6 +102,18 @@ TEST_CASE("ExchangePool: large bodies are not kept, and at most kMaxSpares excha
 }
 
 #ifndef FMP_SANITIZED_NEW
+namespace {
+
+fmp::policy::Identity partner_identity() {
+  fmp::policy::Identity id;
+  id.present = true;
+  id.subject.attributes = {{"CN", "ehr"}, {"O", "Example Hospital"}};
+  id.fingerprint_sha256 = std::string(64, 'a');
+  return id;
+}
+
+}  // namespace
+
 TEST_CASE("ExchangePool: classifying and deciding into a reused exchange allocates nothing") {
   // As the proxy decides a request: classify_into and evaluate_into the borrowed exchange.
   const auto policy = fmp::policy::load_policy_text(R"(rules:
@@ -109,10 +121,7 @@ TEST_CASE("ExchangePool: classifying and deciding into a reused exchange allocat
   - {name: partner-applications-may-read-patients, effect: allow, when: {fhir: {resource: Patient}}}
 )",
                                                     "test.yaml");
-  fmp::policy::Identity id;
-  id.present = true;
-  id.subject.attributes = {{"CN", "ehr"}, {"O", "Example Hospital"}};
-  id.fingerprint_sha256 = std::string(64, 'a');
+  const fmp::policy::Identity id = partner_identity();
   const auto prepared = policy->prepare(id);
   http::HeadStorage storage;
   srv::ExchangePool pool(storage);
@@ -150,10 +159,7 @@ TEST_CASE("evaluate_into denies when an allocation fails at any point, even over
      when: {fhir: {resource: Patient, interaction: [create, update]}}}
 )",
                                                     "test.yaml");
-  fmp::policy::Identity id;
-  id.present = true;
-  id.subject.attributes = {{"CN", "ehr"}, {"O", "Example Hospital"}};
-  id.fingerprint_sha256 = std::string(64, 'a');
+  const fmp::policy::Identity id = partner_identity();
   const auto prepared = policy->prepare(id);
   fmp::policy::FhirRequest request;
   fmp::policy::classify_into("POST", "/fhir", "", "/fhir", "application/fhir+json",
