@@ -35,7 +35,8 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1; REPS=1; WRITE_RESULTS=0 ;;
     --reps) REPS=$2; shift ;;
-    --only) ONLY=$2; WRITE_RESULTS=0; shift ;;
+    --only) ONLY=$2; WRITE_RESULTS=0; shift
+      [[ -n "${ONLY// /}" ]] || { echo "run.sh: --only needs a scenario list" >&2; exit 2; } ;;
     --proxy) PROXY=$2; shift ;;
     --loadgen) LOADGEN=$2; shift ;;
     --no-results) WRITE_RESULTS=0 ;;
@@ -53,10 +54,16 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 
 ALL_SCENARIOS=(keepalive-50 handshake-full handshake-resumed sequential-1 bundle-1mib stream idle
   handshake-full-rsa)
-for scenario in ${ONLY//,/ }; do
+ONLY=${ONLY// /}
+ONLY_LIST=()
+[[ -z "$ONLY" ]] || IFS=, read -ra ONLY_LIST <<<"$ONLY"
+for scenario in "${ONLY_LIST[@]}"; do
   [[ " ${ALL_SCENARIOS[*]} " == *" $scenario "* ]] ||
     die "--only: unknown scenario \"$scenario\" (one of: ${ALL_SCENARIOS[*]})"
 done
+if [[ $QUICK -eq 1 && ",$ONLY," == *",handshake-full-rsa,"* ]]; then
+  die "--only: handshake-full-rsa does not run with --quick (no RSA certificates there)"
+fi
 wanted() {  # SCENARIO: is it part of this run?
   [[ -z "$ONLY" || ",$ONLY," == *",$1,"* ]]
 }

@@ -62,14 +62,22 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
-def rep_ratios(runs, scen, other):
-    """fhir-mtls-proxy's CPU per request over OTHER's, repetition by repetition ("0.79/0.90")."""
+def is_clean(run, max_other):
+    return run["cpu"]["other_cores"] <= max_other and run["cpu"]["valid"]
+
+
+def rep_ratios(runs, scen, other, max_other):
+    """fhir-mtls-proxy's CPU per request over OTHER's, repetition by repetition ("0.79/0.90*"):
+    every repetition, the ones where either run was not clean marked with *."""
     def by_rep(contender):
-        return {r["label"].split("|")[2]: r["cpu"]["proxy_us_per_request"]
-                for r in runs.get((scen, contender), [])}
+        return {r["label"].split("|")[2]: r for r in runs.get((scen, contender), [])}
     mine, theirs = by_rep("fmp"), by_rep(other)
     reps = sorted(set(mine) & set(theirs), key=int)
-    return "/".join(ratio(mine[r], theirs[r]).rstrip("×") for r in reps)
+    return "/".join(
+        ratio(mine[r]["cpu"]["proxy_us_per_request"],
+              theirs[r]["cpu"]["proxy_us_per_request"]).rstrip("×")
+        + ("" if is_clean(mine[r], max_other) and is_clean(theirs[r], max_other) else "*")
+        for r in reps)
 
 
 def main():
@@ -93,7 +101,7 @@ def main():
     # One summary per (scenario, contender).
     summary = {}
     for key, rs in runs.items():
-        clean = [r for r in rs if r["cpu"]["other_cores"] <= args.max_other and r["cpu"]["valid"]]
+        clean = [r for r in rs if is_clean(r, args.max_other)]
         use = clean or rs
         s = {
             "n": len(rs), "clean": len(clean), "dagger": not clean,
@@ -129,7 +137,8 @@ def main():
     print("### fhir-mtls-proxy vs nginx vs HAProxy")
     print()
     print("Medians of clean runs (runs where other processes took more than "
-          f"{args.max_other * 100:.0f}% of a core are discarded; † = no clean run, median of all runs). "
+          f"{args.max_other * 100:.0f}% of a core are discarded; † = no clean run, median of all runs; "
+          "in the per-repetition ratios, * marks a repetition that was not clean). "
           "Proxy CPU is utime+stime of the contender's process(es) over the measured window divided "
           "by completed requests; ratios are fhir-mtls-proxy ÷ the other (below 1 = "
           "fhir-mtls-proxy cheaper/faster/smaller). \"rig-bound\": the contender was under "
@@ -173,7 +182,7 @@ def main():
                 notes.append(f"handshakes {s['full']} full / {s['resumed']} resumed")
             if c == "fmp" and scen not in ("idle", "stream") and s["n"] > 1:
                 for other in ("nginx", "haproxy"):
-                    per_rep = rep_ratios(runs, scen, other)
+                    per_rep = rep_ratios(runs, scen, other, args.max_other)
                     if per_rep:
                         notes.append(f"CPU vs {NAMES[other]} per repetition {per_rep}")
             if scen == "sequential-1" and direct and c != "direct" and s["p50"] is not None:

@@ -89,7 +89,7 @@ class Worker {
   ev::EventBasePtr base_;  ///< lock-free: only this worker's thread touches it
   ev::EvConnListenerPtr listener_;
   ev::SocketFd stop_fd_;     ///< eventfd: request_stop() writes it from another thread
-  ev::EventPtr stop_event_;  ///< reads stop_fd_ (freed before it: declared after)
+  ev::EventPtr stop_event_;  ///< one-shot, on stop_fd_ readable (freed before it: declared after)
   ev::EventPtr drain_timer_;
   struct Retired {
     ssl::SslPtr ssl;
