@@ -23,6 +23,7 @@ struct Deleter {
 };
 
 using EventBasePtr = std::unique_ptr<event_base, Deleter<event_base_free>>;
+using EventConfigPtr = std::unique_ptr<event_config, Deleter<event_config_free>>;
 using EventPtr = std::unique_ptr<::event, Deleter<event_free>>;
 using BufferEventPtr = std::unique_ptr<bufferevent, Deleter<bufferevent_free>>;
 using EvConnListenerPtr = std::unique_ptr<evconnlistener, Deleter<evconnlistener_free>>;

@@ -27,14 +27,12 @@ sockaddr_storage listen_address(const ProxyConfig& config, int& len) {
   return ss;
 }
 
-using EventConfigPtr = std::unique_ptr<event_config, ev::Deleter<event_config_free>>;
-
 /// A base without libevent's lock: every event and bufferevent of a worker is used by its thread
 /// only, and the lock cost a mutex lock and unlock on each of the ~23 event_add/event_pending calls
 /// a kept-alive request makes (callgrind). The one message from outside, request_stop(), comes
 /// through an eventfd instead of event_active.
 ev::EventBasePtr new_unlocked_base() {
-  EventConfigPtr cfg(event_config_new());
+  ev::EventConfigPtr cfg(event_config_new());
   if (!cfg || event_config_set_flag(cfg.get(), EVENT_BASE_FLAG_NOLOCK) != 0) return nullptr;
   return ev::EventBasePtr(event_base_new_with_config(cfg.get()));
 }
