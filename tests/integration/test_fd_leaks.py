@@ -47,8 +47,14 @@ class FdLeakTest(LifecycleTestCase):
                     kinds["unexpected"].append(ports)
             return kinds
 
-        # The start-up probe's connection is gone once active_connections is 0.
-        self.assertTrue(wait_until(lambda: proxy.metric("fhir_mtls_proxy_active_connections") == 0, 5))
+        # The start-up probe's connection is gone once active_connections is 0 and its socket is
+        # closed. Both are waited for: under load the metric can read 0 before a worker has even
+        # accepted the probe, whose socket then shows up in the snapshot.
+        def quiet():
+            return (proxy.metric("fhir_mtls_proxy_active_connections") == 0
+                    and fds()["downstream"] == 0)
+
+        self.assertTrue(wait_until(quiet, 5), fds())
         baseline = fds()
         self.assertEqual((baseline["downstream"], baseline["upstream"], baseline["listening"]),
                          (0, 0, 2), baseline)  # the proxy's and the metrics listener
