@@ -782,7 +782,9 @@ bool Connection::send_to_upstream(bool fresh) {
   up_phase_ = Up::kHead;
   upstream_started_ = Clock::now();
   if (up_->plain && up_->reused) {
-    bufferevent_enable(up, EV_READ);  // already enabled while pooled: no epoll_ctl
+    // Enabled while pooled (no epoll_ctl); set_timeouts above re-added the read event with the
+    // response timeout, so enabling again would only add it once more.
+    if ((bufferevent_get_enabled(up) & EV_READ) == 0) bufferevent_enable(up, EV_READ);
     // A streamed body follows: the head is flushed with the body's first bytes, once they parse
     // (pump_request_body).
     if (request_body_done_) flush_upstream();
@@ -1052,7 +1054,10 @@ void Connection::next_request() {
   keep_tls_buffers(true);
   const timeval idle = to_timeval(conn_state_->config.limits.idle_timeout_ms);
   bufferevent_set_timeouts(down_.get(), &idle, &idle);
-  bufferevent_enable(down_.get(), EV_READ);  // no-op unless body backpressure had paused it
+  // Only when body backpressure had paused reading: enabling re-adds the read event (a timer
+  // update), which set_timeouts has just done.
+  if ((bufferevent_get_enabled(down_.get()) & EV_READ) == 0)
+    bufferevent_enable(down_.get(), EV_READ);
   arm_header_timer();
   // A pipelined request may be waiting: handle it from the event loop, not from this stack, so a
   // long pipeline of rejected requests cannot recurse.

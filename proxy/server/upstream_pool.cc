@@ -87,8 +87,8 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, const Runti
   bufferevent_setcb(bev, &UpstreamPool::on_idle_read, nullptr, &UpstreamPool::on_idle_event,
                     conn.get());
   const timeval idle_timeout{kIdleUpstreamSeconds, 0};
-  bufferevent_set_timeouts(bev, &idle_timeout, nullptr);
-  bufferevent_enable(bev, EV_READ);
+  bufferevent_set_timeouts(bev, &idle_timeout, nullptr);  // re-adds a pending read event
+  if ((bufferevent_get_enabled(bev) & EV_READ) == 0) bufferevent_enable(bev, EV_READ);
   idle_.push_back(std::move(conn));
   metrics_.add_upstream_idle(1);
 }
