@@ -79,6 +79,20 @@ const char* header_line_error(const unsigned char* line, std::size_t len) {
   return nullptr;
 }
 
+/// The CRLFCRLF ending a head within [p, p + n), or nullptr: one memchr per line (each line ends
+/// with a CR), where a general substring search costs more per byte for heads this short.
+const unsigned char* find_head_end(const unsigned char* p, std::size_t n) {
+  const unsigned char* const end = p + n;
+  while (end - p >= 4) {
+    p = static_cast<const unsigned char*>(
+        std::memchr(p, '\r', static_cast<std::size_t>(end - p) - 3));
+    if (p == nullptr) return nullptr;
+    if (p[1] == '\n' && p[2] == '\r' && p[3] == '\n') return p;
+    ++p;
+  }
+  return nullptr;
+}
+
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
@@ -252,14 +266,25 @@ MessageParser::Status MessageParser::read_head(evbuffer* in) {
   }
   const std::size_t available = evbuffer_get_length(in);
   if (available == 0) return Status::kNeedMore;
-  const evbuffer_ptr found = evbuffer_search(in, kCrlfCrlf.data(), kCrlfCrlf.size(), nullptr);
-  if (found.pos < 0) {
+  // A head longer than max_header_bytes is refused whether or not it is complete, so its end is
+  // looked for only within that many bytes: first in the buffer's first piece (usually all of
+  // it), and only when the end is not there, in the window made contiguous.
+  const std::size_t window = std::min(available, max_header_bytes_);
+  std::size_t span = std::min(window, evbuffer_get_contiguous_space(in));
+  const unsigned char* bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(span));
+  const unsigned char* found = bytes != nullptr ? find_head_end(bytes, span) : nullptr;
+  if (found == nullptr && span < window) {
+    span = window;
+    bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(span));
+    if (bytes == nullptr) return fail(ParseError::kMalformed, "message head unreadable");
+    found = find_head_end(bytes, span);
+  }
+  if (found == nullptr) {
     if (available > max_header_bytes_)
       return fail(ParseError::kHeadersTooLarge, "request head exceeds max_header_bytes");
     // Refuse early what can never become a valid head (so a bare-LF client gets 400, not a
     // timeout).
-    const std::size_t n = std::min(available, max_header_bytes_);
-    const auto* bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(n));
+    const std::size_t n = window;
     // The first of: a bare LF, a NUL.
     const auto* nul = static_cast<const unsigned char*>(std::memchr(bytes, 0, n));
     const unsigned char* stop = nul != nullptr ? nul : bytes + n;
@@ -273,9 +298,7 @@ MessageParser::Status MessageParser::read_head(evbuffer* in) {
     if (nul != nullptr) return fail(ParseError::kMalformed, "NUL in message head");
     return Status::kNeedMore;
   }
-  const std::size_t head_len = static_cast<std::size_t>(found.pos) + kCrlfCrlf.size();
-  if (head_len > max_header_bytes_)
-    return fail(ParseError::kHeadersTooLarge, "message head exceeds max_header_bytes");
+  const std::size_t head_len = static_cast<std::size_t>(found - bytes) + kCrlfCrlf.size();
   // One copy of the head into storage this parser holds: head_'s views point into it. The storage
   // is borrowed from the worker's HeadStorage (when there is one) only now that a whole head is
   // here, so a connection waiting for one holds none; either way it keeps its capacity from
@@ -285,9 +308,9 @@ MessageParser::Status MessageParser::read_head(evbuffer* in) {
   if (storage_ != nullptr && !HeadStorage::holds_storage(head_.headers))
     head_.headers = storage_->take_headers();
   if (head_buf_.size() < head_len) head_buf_.resize(head_len);
-  evbuffer_copyout(in, head_buf_.data(), head_len);
-  const auto* bytes = reinterpret_cast<const unsigned char*>(head_buf_.data());
-  if (!check_head_bytes(bytes, head_len)) return Status::kError;
+  std::memcpy(head_buf_.data(), bytes, head_len);
+  if (!check_head_bytes(reinterpret_cast<const unsigned char*>(head_buf_.data()), head_len))
+    return Status::kError;
 
   head_.head_bytes = head_len;
   const std::size_t n = http_parser_execute(&parser_, &settings(), head_buf_.data(), head_len);
