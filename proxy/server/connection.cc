@@ -207,21 +207,6 @@ bool Connection::park() {
   return true;
 }
 
-// The context frees a connection's TLS record buffers whenever they are empty
-// (SSL_MODE_RELEASE_BUFFERS), so an idle connection holds none. Between a response and the park
-// moment they are kept instead; released here, at once when empty (a record still being read or
-// written keeps them until it is done, as the mode then frees them).
-void Connection::keep_tls_buffers(bool keep) {
-  SSL* ssl = ssl_.get();
-  if (ssl == nullptr) return;
-  if (keep) {
-    SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
-    return;
-  }
-  SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
-  SSL_free_buffers(ssl);  // 0 when a buffer holds data: the mode frees it once drained
-}
-
 // From the socket wait to the bufferevent's life: the event is the head timer again, for what is
 // left of the deadline.
 bool Connection::head_timer_from_socket() {
@@ -450,7 +435,6 @@ void Connection::on_header_timeout() {
   if (park_timer_) {
     // Not the deadline yet: the moment to park. A request that has begun keeps its deadline.
     park_timer_ = false;
-    keep_tls_buffers(false);
     if (!park()) {
       const timeval t = to_timeval(header_deadline_ - Clock::now());
       evtimer_add(header_timer_.get(), &t);
@@ -1048,10 +1032,6 @@ void Connection::next_request() {
   started_ = Clock::time_point{};
   down_phase_ = Down::kHead;
   req_state_.reset();
-  // A client that just got an answer is likely to ask again at once: until the park moment
-  // (kParkAfter) the TLS record buffers stay allocated (SSL_MODE_RELEASE_BUFFERS would free and
-  // allocate ~34 KiB per request); keep_tls_buffers(false) gives them back then.
-  keep_tls_buffers(true);
   const timeval idle = to_timeval(conn_state_->config.limits.idle_timeout_ms);
   bufferevent_set_timeouts(down_.get(), &idle, &idle);
   // Only when body backpressure had paused reading: enabling re-adds the read event (a timer

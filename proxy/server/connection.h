@@ -74,7 +74,6 @@ class Connection : private http::MessageParser::BodySink {
   bool open_down(bufferevent_ssl_state state);
   bool wait_on_socket(short what);
   bool park();
-  void keep_tls_buffers(bool keep);
   bool head_timer_from_socket();
   void continue_handshake();
   void handshake_done();

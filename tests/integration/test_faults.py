@@ -284,13 +284,13 @@ class FaultsTest(LifecycleTestCase):
         self.assert_recovered(proxy, baseline, "idle connections",
                               rss_slack_kb=rss[3][1] - baseline["rss"] + RSS_SLACK_KB)
 
-    def test_keep_alive_connections_idle_after_requests_give_tls_buffers_back(self):
-        # Between a response and the park moment (100 ms) a connection keeps OpenSSL's record
-        # buffers (~34 KiB, of which the pages written are resident); idle after that it must hold
-        # them no more. n connections are opened (their handshake state is the reference), then
-        # each makes two requests, one connection after the other, and all sit idle: the memory
-        # they add is what requests leave behind. Measured: 0.1 KiB per connection; 11.6 KiB when
-        # the buffers stay.
+    def test_keep_alive_connections_idle_after_requests_hold_no_tls_buffers(self):
+        # OpenSSL's record buffers (~17 KiB each, the pages written resident) are given back as
+        # soon as they are empty (SSL_MODE_RELEASE_BUFFERS), so connections idle after requests
+        # hold none. n connections are opened (their handshake state is the reference), then each
+        # makes two requests, one connection after the other, and all sit idle: the memory they
+        # add is what requests leave behind. Measured: 0.1 KiB per connection; 11.6 KiB when a
+        # build kept the buffers between requests.
         n = 150 if _SANITIZED else 300
         proxy, _, ctx, session = self.start_for_idle(n)
         idle = self.open_idle(proxy, n, ctx, session)
@@ -299,11 +299,10 @@ class FaultsTest(LifecycleTestCase):
                 lambda: proxy.metric("fhir_mtls_proxy_active_connections") == n, 20))
             opened = proc_status(proxy.pid)["VmRSS"]
             for i, s in enumerate(idle):
-                # Two requests: the first one's buffers are freed as it is served (a connection
-                # keeps them from its first response on).
+                # Two requests, so that a connection keeping buffers between requests would.
                 for _ in range(2):
                     self.assert_get_ok(s, proxy.port, "/fhir/Patient/kept-%d" % i)
-            time.sleep(0.5)  # past every connection's park moment
+            time.sleep(0.5)  # past every connection's park moment (100 ms idle)
             per_connection = (proc_status(proxy.pid)["VmRSS"] - opened) / n
             print("\n%d connections idle after two requests each: %.1f KiB more each" %
                   (n, per_connection))
