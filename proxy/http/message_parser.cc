@@ -268,23 +268,31 @@ MessageParser::Status MessageParser::read_head(evbuffer* in) {
   if (available == 0) return Status::kNeedMore;
   // A head longer than max_header_bytes is refused whether or not it is complete, so its end is
   // looked for only within that many bytes: first in the buffer's first piece (usually all of
-  // it), and only when the end is not there, in the window made contiguous.
+  // it), then, rarely, across the pieces (searched in place: body bytes may follow the head).
   const std::size_t window = std::min(available, max_header_bytes_);
-  std::size_t span = std::min(window, evbuffer_get_contiguous_space(in));
-  const unsigned char* bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(span));
-  const unsigned char* found = bytes != nullptr ? find_head_end(bytes, span) : nullptr;
-  if (found == nullptr && span < window) {
-    span = window;
-    bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(span));
-    if (bytes == nullptr) return fail(ParseError::kMalformed, "message head unreadable");
-    found = find_head_end(bytes, span);
+  const std::size_t first = std::min(window, evbuffer_get_contiguous_space(in));
+  const unsigned char* bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(first));  // no copy
+  const unsigned char* end = bytes != nullptr ? find_head_end(bytes, first) : nullptr;
+  std::size_t head_len =
+      end != nullptr ? static_cast<std::size_t>(end - bytes) + kCrlfCrlf.size() : 0;
+  if (end == nullptr && first < window) {
+    evbuffer_ptr limit;
+    const bool limited = evbuffer_ptr_set(in, &limit, window, EVBUFFER_PTR_SET) == 0;
+    const evbuffer_ptr found = evbuffer_search_range(in, kCrlfCrlf.data(), kCrlfCrlf.size(),
+                                                     nullptr, limited ? &limit : nullptr);
+    if (found.pos >= 0 && static_cast<std::size_t>(found.pos) + kCrlfCrlf.size() <= window)
+      head_len = static_cast<std::size_t>(found.pos) + kCrlfCrlf.size();
   }
-  if (found == nullptr) {
+  if (head_len == 0) {
     if (available > max_header_bytes_)
-      return fail(ParseError::kHeadersTooLarge, "request head exceeds max_header_bytes");
+      return fail(ParseError::kHeadersTooLarge, kind_ == Kind::kRequest
+                                                    ? "request head exceeds max_header_bytes"
+                                                    : "response head exceeds max_header_bytes");
     // Refuse early what can never become a valid head (so a bare-LF client gets 400, not a
     // timeout).
     const std::size_t n = window;
+    bytes = evbuffer_pullup(in, static_cast<ev_ssize_t>(n));
+    if (bytes == nullptr) return fail(ParseError::kMalformed, "message head unreadable");
     // The first of: a bare LF, a NUL.
     const auto* nul = static_cast<const unsigned char*>(std::memchr(bytes, 0, n));
     const unsigned char* stop = nul != nullptr ? nul : bytes + n;
@@ -298,7 +306,6 @@ MessageParser::Status MessageParser::read_head(evbuffer* in) {
     if (nul != nullptr) return fail(ParseError::kMalformed, "NUL in message head");
     return Status::kNeedMore;
   }
-  const std::size_t head_len = static_cast<std::size_t>(found - bytes) + kCrlfCrlf.size();
   // One copy of the head into storage this parser holds: head_'s views point into it. The storage
   // is borrowed from the worker's HeadStorage (when there is one) only now that a whole head is
   // here, so a connection waiting for one holds none; either way it keeps its capacity from
@@ -308,7 +315,11 @@ MessageParser::Status MessageParser::read_head(evbuffer* in) {
   if (storage_ != nullptr && !HeadStorage::holds_storage(head_.headers))
     head_.headers = storage_->take_headers();
   if (head_buf_.size() < head_len) head_buf_.resize(head_len);
-  std::memcpy(head_buf_.data(), bytes, head_len);
+  if (end != nullptr) {
+    std::memcpy(head_buf_.data(), bytes, head_len);
+  } else {
+    evbuffer_copyout(in, head_buf_.data(), head_len);
+  }
   if (!check_head_bytes(reinterpret_cast<const unsigned char*>(head_buf_.data()), head_len))
     return Status::kError;
 
